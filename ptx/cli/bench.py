@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 
 import click
 
@@ -180,7 +179,9 @@ def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, b
     target = target_of(ctx, name, "bench", root=root, run=run, options={"ignore_metadata": ignore_metadata})
     from ptx.contract.grammar import GrammarError
 
-    grammar = _schema_grammar(json_schema) if json_schema is not None else None
+    from .generate import schema_grammar
+
+    grammar = schema_grammar(json_schema) if json_schema is not None else None
     try:
         result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
                                   repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
@@ -196,19 +197,6 @@ def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, b
         if noisy:
             click.echo(f"warning: {', '.join(noisy)}: decode time moved {NOISY_SPREAD:g}x or more between decodings: the machine "
                        "was busy; re-run, or time more with --rounds", err=True)
-
-
-def _schema_grammar(path: str):
-    """--json-schema FILE as a grammar, read before any backend opens (bench_generation compiles it for the
-    model's tokenizer before any row is timed): else one line."""
-    from ptx.contract.grammar import Grammar, GrammarError
-
-    try:
-        return Grammar.json_schema(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"{path}: cannot be read ({exc})", param_hint="--json-schema") from None
-    except GrammarError as exc:
-        raise click.BadParameter(str(exc), param_hint="--json-schema") from None
 
 
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:

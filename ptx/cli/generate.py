@@ -194,16 +194,25 @@ def _grammar(json_schema: str | None, regex: str | None, words, file):
     if words is None:
         raise click.UsageError(f"{option} masks the tokenizer's tokens, and there is no tokenizer.json beside {file}: "
                                "give --tokenizer DIR")
+    if regex is None:
+        return schema_grammar(json_schema)
     try:
-        if regex is not None:
-            return Grammar.regex(regex)
-        try:
-            source = Path(json_schema).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.BadParameter(f"{json_schema}: cannot be read ({exc})", param_hint=option) from None
-        return Grammar.json_schema(source)
+        return Grammar.regex(regex)
     except GrammarError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def schema_grammar(path: str):
+    """--json-schema FILE as the grammar an answer is held to (ptx generate's, ptx bench --generate's): the file
+    read and the schema parsed, else one line naming the option."""
+    from ptx.contract.grammar import Grammar, GrammarError
+
+    try:
+        return Grammar.json_schema(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: cannot be read ({exc})", param_hint="--json-schema") from None
+    except GrammarError as exc:
+        raise click.BadParameter(str(exc), param_hint="--json-schema") from None
 
 
 def _check_grammar(model, words, grammar, eos, option: str) -> None:
