@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from text_models import CHAT_TEMPLATE, SPECIALS  # noqa: E402  (ChatML, as the test models write it)
+from text_models import CHAT_TEMPLATE, SPECIALS, byte_bpe  # noqa: E402  (ChatML, as the test models write it)
 
 PROMPTS = ["def fibonacci(n):\n", "import os\n\n\ndef ", "class Stack:\n    \"\"\"", "# Copyright (C) ",
            "    def __init__(self, "]
@@ -61,14 +61,9 @@ def read_texts(files: list[Path]) -> list[str]:
 
 def train_tokenizer(texts: list[str], vocab: int):
     """A byte-level BPE (GPT-2's pre-tokenizer, as Qwen2's) learned from ``texts``, ChatML's special tokens first."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe = byte_bpe(texts, vocab, SPECIALS, show_progress=False)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    chat_template=CHAT_TEMPLATE)
 

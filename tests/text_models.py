@@ -19,16 +19,26 @@ CHAT_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0][
 POSITIONS = 128
 
 
-def tokenizer():
-    """The fast tokenizer (transformers' PreTrainedTokenizerFast over a tokenizers BPE)."""
+def byte_bpe(texts, vocab: int, specials, show_progress: bool = True):
+    """A byte-level BPE (GPT-2's pre-tokenizer and decoder, as Qwen2's and Llama 3's) of ``vocab`` tokens learned
+    from ``texts`` by the tokenizers library, ``specials`` its first ids: every tokenizer the tests and the
+    scripts make."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIALS,
-                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=list(specials),
+                                                       show_progress=show_progress,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return bpe
+
+
+def tokenizer():
+    """The fast tokenizer (transformers' PreTrainedTokenizerFast over a tokenizers BPE)."""
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = byte_bpe(CORPUS * 4, 320, SPECIALS)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    chat_template=CHAT_TEMPLATE)
 
@@ -127,14 +137,10 @@ TOOL_POSITIONS = 1024
 def tool_tokenizer():
     """A byte-level BPE with ChatML's special tokens and Qwen2.5's <tool_call> words (added, not special: they
     are text the model writes, as Qwen2.5's tokenizer has them)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(TOOL_CORPUS * 4, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe = byte_bpe(TOOL_CORPUS * 4, 512, SPECIALS)
     bpe.add_tokens([AddedToken(word, special=False, normalized=False) for word in
                     ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -260,14 +266,9 @@ MISTRAL_CONTROLS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]",
 def mistral_tokenizer_folder(folder: Path) -> Path:
     """A folder holding a tokenizer as Mistral v0.3's is laid out (its control tokens special, the first ids; its
     chat template), over a byte-level BPE of the tool lines: the tokenizer alone, for rendering and reading."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(TOOL_CORPUS * 4, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=MISTRAL_CONTROLS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe = byte_bpe(TOOL_CORPUS * 4, 512, MISTRAL_CONTROLS)
     PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                             chat_template=MISTRAL_V03_TEMPLATE).save_pretrained(str(folder))
     return folder
