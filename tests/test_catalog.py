@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_readme import _script
+from repo_scripts import script
 
 from ptx.contract import catalog
 from ptx.models import get, list_models
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _generator():
-    return _script("model_catalog")
+    return script("model_catalog")
 
 
 def test_catalog_is_what_the_registry_says_now():

@@ -252,9 +252,9 @@ def test_the_machine_path_check_of_a_gpu_checks_files_catches_its_folders():
 def test_the_benchmark_scripts_write_their_sections_within_the_line_rule(tmp_path):
     """scripts/bench.py's write_section (bench_serve.py and bench_own_verify.py write through it) wraps the
     prose it writes, as the pages are written by hand, and leaves its tables' rows whole."""
-    from test_readme import _script
+    from repo_scripts import script
 
-    bench = _script("bench")
+    bench = script("bench")
     prose = "Run of 2026-11-21. Machine: " + "a shared core, " * 60
     row = "| " + " | ".join(["a long cell"] * 70) + " |"
     section = "\n".join([prose, "", "- " + prose, "", row])

@@ -15,11 +15,11 @@ from pathlib import Path
 import click
 import pytest
 
-from test_readme import _script
+from repo_scripts import script
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = ("mkdocs", "material", "mkdocstrings")
-readme_outputs = _script("readme_outputs")
+readme_outputs = script("readme_outputs")
 
 needs_docs = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in PLUGINS),
                                 reason="the docs extra is not installed: pip install -e '.[docs]' (scripts/setup.sh does)")
@@ -246,7 +246,7 @@ def test_nothing_is_cut_off_at_1280_px(site):
     why = browser.missing()
     if why:
         pytest.skip(why)
-    shots = _script("screenshot_site")
+    shots = script("screenshot_site")
     problems = {}
     with shots.serving(site) as url, browser.chromium(shots.WIDTH, 900) as driver:
         shots.without_extras(driver)
@@ -262,7 +262,7 @@ def test_nothing_is_cut_off_at_1280_px(site):
 
 
 def test_the_reference_keeps_example_lines_and_shows_defaults_as_help_does():
-    reference = _script("cli_reference")
+    reference = script("cli_reference")
     assert reference.blocks("Say it.\n\n\b\nptx a   one\nptx b   two\n\n\b\nmore") == \
         ["Say it.", "```text\nptx a   one\nptx b   two\n\nmore\n```"]
     assert reference.escape("<root>/MNIST/raw, 'photos/*.jpg', `a|b*`") == \

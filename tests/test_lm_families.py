@@ -5,9 +5,7 @@ file is held by the judge against eager PyTorch; what a family asks that an oper
 soft-capped scores) is refused in one line or left as the file writes it, never rewritten wrongly."""
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
@@ -19,20 +17,11 @@ from ptx.contract.verdict import recorded_verdicts  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer.formats.model_files import read_model_file  # noqa: E402
+from repo_scripts import script  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _script():
-    """scripts/lm_families.py, whose run docs/quantized-lms.md's table records: its families are built here as
-    there (one config each, one shape for all), so the suite holds the models the table describes."""
-    spec = importlib.util.spec_from_file_location("lm_families", REPO / "scripts" / "lm_families.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-SCRIPT = _script()
+# scripts/lm_families.py, whose run docs/quantized-lms.md's table records: its families are built here as there
+# (one config each, one shape for all), so the suite holds the models the table describes
+SCRIPT = script("lm_families")
 LAYERS = SCRIPT.SHAPE["num_hidden_layers"]
 # the families kept in the suite, and the rotations each file holds (queries and keys per layer that rotates):
 # GPT-NeoX a quarter of each head rotated, q, k and v one product in the module; Phi half of each head rotated,

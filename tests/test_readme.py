@@ -2,24 +2,16 @@
 (scripts/readme_outputs.py refreshes all of them, the slow ones from the demo's real runs)."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sys
 from pathlib import Path
+from repo_scripts import script
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-readme_outputs = _script("readme_outputs")
+readme_outputs = script("readme_outputs")
 
 
 # The pages whose blocks export language models and detectors (minutes on 2 cores) are checked in files
@@ -34,7 +26,7 @@ def workspace(runs, root: Path) -> Path:
     run.mkdir(parents=True)
     for name in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
         shutil.copy2(runs.trained("convnet") / name, run / name)
-    _script("demo_digit").demo_digit(root / "runs" / "digit.png")
+    script("demo_digit").demo_digit(root / "runs" / "digit.png")
     shutil.copytree(REPO / "docs" / "examples", root / "docs" / "examples")
     return root
 

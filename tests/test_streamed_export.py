@@ -18,6 +18,7 @@ import torch
 from ptx.errors import PtxError
 from ptx.export.folder_weights import FolderWeights, read_header
 from ptx_command import ptx, ptx_ok
+from repo_scripts import script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -294,16 +295,7 @@ def test_nncf_s_formats_are_left_out_where_they_cannot_hold_every_weight(folder)
         _formats_that_fit(["openvino-int4"], weights, 300 << 20, 0, said.append)
 
 
-def _families():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lm_families", REPO / "scripts" / "lm_families.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-FAMILIES = _families()
+FAMILIES = script("lm_families")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES.FAMILIES))

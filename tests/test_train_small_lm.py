@@ -3,30 +3,21 @@ and is never made here): the held-out split by file, the schedule a timed run is
 seed, and the folder as a snapshot holds one (shards, eos, ChatML)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from repo_scripts import script
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-REPO = Path(__file__).resolve().parent.parent
 TEXT = ['def add(a, b):\n    """Return the sum of a and b."""\n    return a + b\n',
         "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
         "        self.items.append(item)\n", "# The café's menü, 日本語 and 👋 read as bytes.\nimport os\n"] * 3
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("train_small_lm", REPO / "scripts" / "train_small_lm.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-SCRIPT = _script()
+SCRIPT = script("train_small_lm")
 
 
 def test_the_held_out_files_are_whole_files_chosen_by_their_path_alone(tmp_path):
