@@ -20,9 +20,10 @@ from ptx.contract.shape_certificate import CHANGES, certify
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import ValidationError
 from ptx_command import ptx
-from test_readme import REPO, _script
+from repo_scripts import script
+from test_readme import REPO
 
-error_model = _script("error_model")
+error_model = script("error_model")
 F32 = default_tolerance("float32")  # atol 1e-4, rtol 1e-3: what export and verify hold f32 to on the CPU
 
 

@@ -24,9 +24,10 @@ transformers = pytest.importorskip("transformers")
 
 from ptx.errors import ValidationError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
-from test_readme import REPO, _script  # noqa: E402
+from repo_scripts import script  # noqa: E402
+from test_readme import REPO  # noqa: E402
 
-error_model = _script("error_model")
+error_model = script("error_model")
 VOCAB = 256
 
 
