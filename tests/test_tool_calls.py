@@ -5,9 +5,11 @@ call gives, on a tiny random Qwen2, calls whose arguments validate against the f
 template that never renders tools has no syntax. Mistral v0.3's template: its [TOOL_CALLS] list read whole or
 piece by piece alike, its control token kept in the decoded text (its other special tokens still dropped), and a
 conversation's OpenAI ids renamed to the nine characters its template demands, a call and its answer still
-paired."""
+paired. Mistral's later templates alike: each call's [TOOL_CALLS]name[ARGS]{...}, with its [CALL_ID] where the
+template writes ids."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 import types
@@ -18,7 +20,7 @@ from ptx.contract.sampling import Sampling
 from ptx.infer import load
 from ptx.infer.model.text import Text, TextStream
 from ptx.infer.model.text_generation import end_ids, generate_text
-from ptx.infer.model.tool_calls import Hermes, LlamaJson, MistralCalls, reads_tools, syntax_of
+from ptx.infer.model.tool_calls import Hermes, LlamaJson, MistralArgs, MistralCalls, reads_tools, syntax_of
 
 transformers = pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
@@ -103,9 +105,11 @@ def test_which_templates_have_a_tool_syntax(words, chat_export):
              "name and its value}.{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}{% endif %}")
     assert isinstance(syntax_of(types.SimpleNamespace(chat_template=llama)), LlamaJson)
     assert syntax_of(types.SimpleNamespace(chat_template="{% for t in tools %}{{ t.name }}{% endfor %}")) is None
-    # Mistral's later syntax, [TOOL_CALLS]name[ARGS]{...}, is not read as v0.3's list
+    # Mistral's later syntax, [TOOL_CALLS]name[ARGS]{...}, is read as itself, not as v0.3's list
     later = "{% for t in tools %}{{ t.name }}{% endfor %}[TOOL_CALLS]{{ name }}[ARGS]{{ arguments }}"
-    assert syntax_of(types.SimpleNamespace(chat_template=later)) is None
+    assert type(syntax_of(types.SimpleNamespace(chat_template=later, keep_special=lambda tag: None))) is MistralArgs
+    unread = "{% for t in tools %}{{ t.name }}{% endfor %}<function_call>{{ name }}"
+    assert syntax_of(types.SimpleNamespace(chat_template=unread)) is None
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +160,61 @@ def test_mistral_s_template_gets_ids_of_nine_characters_a_call_and_its_answer_pa
     assert MistralCalls(words).conversation(kept)[0]["tool_calls"][0]["id"] == "abcDEF123"  # a right id stays
 
 
+@pytest.fixture(scope="module", params=["MISTRAL_ARGS_TEMPLATE", "MISTRAL_CALL_ID_TEMPLATE"])
+def mistral_later(request, tmp_path_factory):
+    """A tokenizer laid out as Mistral's later ones, with Small 3.2's template ([ARGS]) or 3.1's ([CALL_ID] too)."""
+    import text_models
+
+    folder = text_models.mistral_tokenizer_folder(tmp_path_factory.mktemp("mistral-later"),
+                                                  getattr(text_models, request.param))
+    return folder, Text.open(folder)
+
+
+def test_mistral_s_later_calls_are_read_whole_or_piece_by_piece_alike_their_tags_kept_in_the_text(mistral_later):
+    folder, words = mistral_later
+    syntax = syntax_of(words)
+    assert type(syntax) is MistralArgs and syntax.with_ids == ("[CALL_ID]" in words.chat_template)
+    ids = ["[CALL_ID]abcDEF123", "[CALL_ID]x1y2z3w4v"] if syntax.with_ids else ["", ""]
+    answer = (f'Let me look.[TOOL_CALLS]get_weather{ids[0]}[ARGS]{{"city": "Paris", "unit": "celsius"}}'
+              f'[TOOL_CALLS]get_time{ids[1]}[ARGS]{{"zone": "CET"}}')
+    content, calls = syntax.parse(answer)
+    assert content == "Let me look." and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"zone": "CET"})]
+    if syntax.with_ids:  # the model's own ids kept, as its template pairs them with the tools' answers
+        assert [c.id for c in calls] == ["abcDEF123", "x1y2z3w4v"]
+    else:
+        assert all(re.fullmatch("[0-9A-Za-z]{9}", c.id) for c in calls) and calls[0].id != calls[1].id
+    stream, events = syntax.stream(), []
+    for char in answer:
+        events += stream.feed(char)
+    assert "".join(events) == "Let me look."
+    assert [(c.name, c.arguments) for c in stream.finish()] == [(c.name, c.arguments) for c in calls]
+    for broken in ('[TOOL_CALLS]get_time[ARGS]{"zone": ', "[TOOL_CALLS]get_time", '[TOOL_CALLS][ARGS]{"zone": "CET"}'):
+        assert syntax.parse(broken) == (broken, [])  # no call where any part of one is missing
+    # the tags are special tokens, which decoding drops: the syntax keeps its own, and only them
+    tokens = words.encode("<s>" + answer + "</s>", special=False)
+    assert {words.tokenizer.token_to_id("[TOOL_CALLS]"), words.tokenizer.token_to_id("[ARGS]")} <= set(tokens)
+    assert words.decode(tokens) == answer
+    pieces = TextStream(words)
+    assert "".join(pieces.feed(t) for t in tokens) + pieces.finish() == answer
+
+
+def test_mistral_s_later_templates_render_calls_and_answers_as_transformers_does(mistral_later):
+    folder, words = mistral_later
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    sent = syntax_of(words).conversation(CONVERSATION)
+    want = theirs.apply_chat_template(sent, tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    assert words.render(sent, tools=TOOLS) == want
+    assert '[TOOL_CALLS]get_weather' in want and '[ARGS]{"city": "Paris", "unit": "celsius"}' in want
+    if "[CALL_ID]" in words.chat_template:  # OpenAI's "call_1" renamed for the template, the call and answer paired
+        paired = re.findall(r"\[CALL_ID\](\w+)\[ARGS\].*\[TOOL_RESULTS\](\w+)\[TOOL_CONTENT\]", want)
+        assert len(paired) == 1 and paired[0][0] == paired[0][1] and len(paired[0][0]) == 9
+
+
 @pytest.mark.parametrize("family, name", [(Hermes, None), (Hermes, "get_weather"), (LlamaJson, None),
-                                          (MistralCalls, "get_time")])
+                                          (MistralCalls, "get_time"), (MistralArgs, "get_weather"),
+                                          pytest.param(functools.partial(MistralArgs, with_ids=True), None,
+                                                       id="MistralArgs-ids-None")])
 def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_chat_export, family, name):
     """100 sampled answers at temperature 1.0, each a call (of any tool, or of the one named) whose arguments
     validate; unforced, the same draws make no call. The grammar holds any model to the syntax: Llama 3.1's is
@@ -185,14 +242,14 @@ def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_c
 
 def test_the_server_reads_mistral_s_syntax_and_refuses_one_it_does_not_read_in_one_400(mistral):
     """The OpenAI route's choice of syntax: Mistral v0.3's template is read; a template whose calls ptx does not
-    read (Mistral's later [ARGS] one) is OpenAI's 400 on tools, naming the syntaxes ptx reads."""
+    read is OpenAI's 400 on tools, naming the syntaxes ptx reads."""
     from ptx.serve.openai_api import OpenAIError
     from ptx.serve.openai_routes import _tool_syntax
     from ptx.serve.openai_tools import Tools
 
     asked = types.SimpleNamespace(tools=Tools([WEATHER["function"]]))
     assert isinstance(_tool_syntax(types.SimpleNamespace(name="mistral", text=mistral[1]), asked), MistralCalls)
-    later = types.SimpleNamespace(chat_template="{% for t in tools %}{{ t }}{% endfor %}[TOOL_CALLS]{{ n }}[ARGS]")
+    unread = types.SimpleNamespace(chat_template="{% for t in tools %}{{ t }}{% endfor %}<function_call>{{ n }}")
     with pytest.raises(OpenAIError, match="in a call syntax ptx does not read .*Mistral v0.3") as caught:
-        _tool_syntax(types.SimpleNamespace(name="later", text=later), asked)
+        _tool_syntax(types.SimpleNamespace(name="unread", text=unread), asked)
     assert caught.value.status == 400 and caught.value.param == "tools"

@@ -259,16 +259,90 @@ MISTRAL_V03_TEMPLATE = """{%- if messages[0]["role"] == "system" %}
     {%- endif %}
 {%- endfor %}
 """
+# Mistral's later layout, each call "[TOOL_CALLS]name[ARGS]{...}": the assistant's and the tool's parts as Mistral
+# Small 3.2's and Ministral 3's templates write them, the long default system prompt cut, the tools given in
+# [AVAILABLE_TOOLS] before the last user message as its earlier templates give them.
+MISTRAL_ARGS_TEMPLATE = """{{- bos_token }}
+{%- set loop_messages = messages %}
+{%- if messages[0]['role'] == 'system' %}
+    {{- '[SYSTEM_PROMPT]' + messages[0]['content'] + '[/SYSTEM_PROMPT]' }}
+    {%- set loop_messages = messages[1:] %}
+{%- endif %}
+{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}
+        {%- if tools is defined and tools is not none and tools|length > 0 and message == user_messages[-1] %}
+            {{- '[AVAILABLE_TOOLS]' + tools|tojson + '[/AVAILABLE_TOOLS]' }}
+        {%- endif %}
+        {{- '[INST]' + message['content'] + '[/INST]' }}
+    {%- elif message['role'] == 'assistant' %}
+        {%- if message['content'] is string %}
+            {{- message['content'] }}
+        {%- endif %}
+        {%- if message['tool_calls'] is defined and message['tool_calls'] is not none and message['tool_calls']|length > 0 %}
+            {%- for tool in message['tool_calls'] %}
+                {%- set arguments = tool['function']['arguments'] %}
+                {%- if arguments is not string %}
+                    {%- set arguments = arguments|tojson|safe %}
+                {%- elif arguments == '' %}
+                    {%- set arguments = '{}' %}
+                {%- endif %}
+                {{- '[TOOL_CALLS]' + tool['function']['name'] + '[ARGS]' + arguments }}
+            {%- endfor %}
+        {%- endif %}
+        {{- eos_token }}
+    {%- elif message['role'] == 'tool' %}
+        {{- '[TOOL_RESULTS]' + message['content']|string + '[/TOOL_RESULTS]' }}
+    {%- else %}
+        {{- raise_exception('Only user, assistant and tool roles are supported, got ' + message['role'] + '.') }}
+    {%- endif %}
+{%- endfor %}
+"""
+# Mistral Small 3.1's layout of the same: each call's id between its name and its arguments, which the template
+# refuses where it is not nine characters, and the tool's answer after the id it answers.
+MISTRAL_CALL_ID_TEMPLATE = """{{- bos_token }}
+{%- set loop_messages = messages %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}
+        {%- if tools is not none and (message == user_messages[-1]) %}
+            {{- '[AVAILABLE_TOOLS]' + tools|tojson + '[/AVAILABLE_TOOLS]' }}
+        {%- endif %}
+        {{- '[INST]' + message['content'] + '[/INST]' }}
+    {%- elif message['role'] == 'assistant' %}
+        {%- if message.get('tool_calls') %}
+            {%- for tool_call in message.tool_calls %}
+                {{- '[TOOL_CALLS]' + tool_call.function.name }}
+                {%- if not tool_call.id is defined or tool_call.id is not string or tool_call.id|length != 9 %}
+                    {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") }}
+                {%- endif %}
+                {{- '[CALL_ID]' + tool_call.id }}
+                {{- '[ARGS]' + tool_call['function']['arguments']|tojson }}
+            {%- endfor %}
+            {{- eos_token }}
+        {%- else %}
+            {{- message['content'] + eos_token }}
+        {%- endif %}
+    {%- elif message['role'] == 'tool' %}
+        {{- '[TOOL_RESULTS]' + message.tool_call_id + '[TOOL_CONTENT]' + message.content|string + '[/TOOL_RESULTS]' }}
+    {%- endif %}
+{%- endfor %}
+"""
 MISTRAL_CONTROLS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
-                    "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]
+                    "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[ARGS]", "[CALL_ID]", "[TOOL_CONTENT]",
+                    "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
 
 
-def mistral_tokenizer_folder(folder: Path) -> Path:
-    """A folder holding a tokenizer as Mistral v0.3's is laid out (its control tokens special, the first ids; its
-    chat template), over a byte-level BPE of the tool lines: the tokenizer alone, for rendering and reading."""
+def mistral_tokenizer_folder(folder: Path, template: str = MISTRAL_V03_TEMPLATE) -> Path:
+    """A folder holding a tokenizer as Mistral's are laid out (its control tokens special, the first ids; a chat
+    template of its, by default v0.3's), over a byte-level BPE of the tool lines: the tokenizer alone, for rendering
+    and reading."""
     from transformers import PreTrainedTokenizerFast
 
     bpe = byte_bpe(TOOL_CORPUS * 4, 512, MISTRAL_CONTROLS)
     PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            chat_template=MISTRAL_V03_TEMPLATE).save_pretrained(str(folder))
+                            chat_template=template).save_pretrained(str(folder))
     return folder

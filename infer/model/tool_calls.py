@@ -9,8 +9,10 @@ and Qwen3's templates (and Hermes') teach, each call in its own tags; Llama 3.1'
 ``{"name": ..., "parameters": {...}}`` alone (calls apart by ";", as Llama 3.2 writes several), which Meta's
 Llama 3.1 and 3.2 templates teach; and Mistral's ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]``, a list
 of calls after the tag to the end of the answer, which Mistral 7B Instruct v0.3's template (and Mixtral 8x22B's,
-Nemo's) teaches, its calls' ids nine letters or digits. A template that never reads ``tools`` has no tool syntax
-at all (its model was never shown one).
+Nemo's) teaches, its calls' ids nine letters or digits; and Mistral's later ``[TOOL_CALLS]name[ARGS]{...}``, one
+tag per call (Mistral Small 3.2's, Ministral 3's and Magistral's templates; Mistral Small 3.1's writes each call's
+id between, ``[CALL_ID]id``). A template that never reads ``tools`` has no tool syntax at all (its model was never
+shown one).
 """
 from __future__ import annotations
 
@@ -177,6 +179,52 @@ class MistralCalls(Syntax):
                             f"call: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
 
 
+class MistralArgs(MistralCalls):
+    """Mistral's later tool calls: ``[TOOL_CALLS]name[ARGS]{...}`` for each call, after any text, to the end of the
+    answer (``[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}`` where the template writes ids); the tags are added tokens of
+    its tokenizer (Tekken's), kept in the decoded text as v0.3's is."""
+
+    family = "mistral_args"
+    ARGS, CALL_ID = "[ARGS]", "[CALL_ID]"
+
+    def __init__(self, text: Text, with_ids: bool | None = None):
+        """``with_ids``: whether a call writes its id ([CALL_ID]); None: where the template writes one."""
+        super().__init__(text)
+        self.with_ids = self.CALL_ID in (text.chat_template or "") if with_ids is None else with_ids
+        for tag in (self.ARGS, self.CALL_ID) if self.with_ids else (self.ARGS,):
+            text.keep_special(tag)
+
+    def calls_in(self, block: str) -> list[ToolCall] | None:
+        """The calls after the first tag: each "name[ARGS]{...}" (its id before [ARGS] where the template writes
+        ids), the next after the next tag."""
+        calls = []
+        for part in block.split(self.open_tag):
+            head, args, arguments = part.partition(self.ARGS)
+            name, has_id, given = head.partition(self.CALL_ID)
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+            if not args or not name.strip() or not isinstance(arguments, dict):
+                return None
+            calls.append(ToolCall(name.strip(), json.dumps(arguments, ensure_ascii=False),
+                                  given.strip() if has_id and given.strip() else self.new_id()))
+        return calls
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        """One call of ``name`` (None: any of ``tools``): the tag, the function's name, its id where the template
+        writes ids (nine letters or digits), [ARGS], then its arguments held to its parameters' schema."""
+        chosen = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
+        tag, args = _tag(self.text, self.open_tag), _tag(self.text, self.ARGS)
+        call_id = f' {_tag(self.text, self.CALL_ID)} /[a-zA-Z0-9]{{{self.ID_LENGTH}}}/' if self.with_ids else ""
+        rules = [f"start: {tag} ({' | '.join(f'call{k}' for k in range(len(chosen)))})"]
+        for k, function in enumerate(chosen):
+            parameters = function.get("parameters") or {"type": "object", "properties": {}}
+            rules += [f"call{k}: {json.dumps(function['name'])}{call_id} {args} arguments{k}",
+                      f"arguments{k}: %json {json.dumps({**parameters, 'x-guidance': JSON_OPTIONS})}"]
+        return Grammar.lark("\n".join(rules))
+
+
 def _call_of(block: str, call_id: str) -> ToolCall | None:
     """A call's JSON ({"name": ..., "arguments" or "parameters": {...}}) as a ToolCall with the id ``call_id``, or
     None where it is not one (then it is text)."""
@@ -324,11 +372,10 @@ def _rerooted(schema, at: str):
     return schema
 
 
-# what a template writes -> the syntax it teaches (Llama 3.1's: the format line its tools prompt spells out)
-SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson, "[TOOL_CALLS]": MistralCalls}
-# what a template writes where its syntax is another that ptx does not read: Mistral's later one, each call
-# "[TOOL_CALLS]name[ARGS]{...}" (Mistral Small 3.2, Magistral)
-UNREAD = ("[ARGS]",)
+# what a template writes -> the syntax it teaches (Llama 3.1's: the format line its tools prompt spells out), the
+# first that a template writes (Mistral's later templates write [TOOL_CALLS] too, then [ARGS])
+SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson, "[ARGS]": MistralArgs,
+            "[TOOL_CALLS]": MistralCalls}
 
 
 @functools.lru_cache(maxsize=16)
@@ -347,12 +394,10 @@ def reads_tools(template: str | None) -> bool:
 
 
 def syntax_of(text: Text):
-    """The tool-call syntax ``text``'s chat template teaches (Hermes, LlamaJson), or None: a template that never reads
+    """The tool-call syntax ``text``'s chat template teaches (one of SYNTAXES), or None: a template that never reads
     ``tools``, or whose calls ptx does not read."""
     template = text.chat_template
     if not reads_tools(template):
-        return None
-    if any(mark in template for mark in UNREAD):
         return None
     for mark, syntax in SYNTAXES.items():
         if mark in template:
@@ -360,4 +405,4 @@ def syntax_of(text: Text):
     return None
 
 
-__all__ = ["Hermes", "LlamaJson", "MistralCalls", "ToolCall", "reads_tools", "syntax_of"]
+__all__ = ["Hermes", "LlamaJson", "MistralArgs", "MistralCalls", "ToolCall", "reads_tools", "syntax_of"]
