@@ -2,7 +2,8 @@
 GroupQueryAttention decoder's buffer in place (--ort-attention), OpenVINO's state. One parametrised set: each form
 decodes transformers' greedy tokens alone and left-padded; rows join and leave a running decoding (a server's batch)
 and each gets its tokens alone; prompt lookup (speculative decoding: several positions a step, the rejected ones
-cut from the cache) gives greedy's tokens exactly in fewer steps, and so does a draft model's guesses. Planted faults, each caught by tokens that part
+cut from the cache) gives greedy's tokens exactly in fewer steps, and so does a draft model's guesses, greedy's with
+a logit bias and penalties too. Planted faults, each caught by tokens that part
 from greedy's, named by step: a cache truncated one position short, a row that leaves without its cache (the rows
 that stay read the wrong rows), a draft accepted past a mismatch."""
 from __future__ import annotations
@@ -143,6 +144,31 @@ def test_a_draft_model_gives_greedy_s_tokens_exactly(form, files):
             drafter.close()
         assert done.tokens[0] == greedy(PROMPTS[1], 40) and done.decode_steps <= most_steps, done.decode_steps
         assert rows.tokens == [greedy(LOOP, 24), greedy(PROMPTS[1], 24)]
+
+
+def test_greedy_with_a_bias_and_penalties_keeps_its_own_tokens_with_guesses(files, monkeypatch):
+    """Greedy with a logit bias and penalties (its choice over the answer with the guesses kept before each) takes
+    prompt lookup's guesses where that choice confirms them: the tokens it gives without guesses, in fewer steps.
+    A planted fault, every guess kept, parts from them."""
+    from ptx.contract import sampling
+    from ptx.contract.sampling import Sampling
+    from ptx.infer.model.generation import chooser_of
+
+    # mild enough that its answer still repeats the prompt (which prompt lookup guesses), strong enough to change it
+    penalized = Sampling(presence_penalty=0.2, frequency_penalty=0.05, repetition_penalty=1.02, logit_bias={7: 1.0})
+
+    def decoded(model, speculate):
+        return Decoding(model.runner.run, model.signature, model.generation, [LOOP], 40, eos=(),
+                        speculate=speculate).to_end(chooser_of(penalized))
+
+    with load(files["plain"]) as model:
+        want = decoded(model, None)
+        guessed = decoded(model, PromptLookup())
+        assert guessed.tokens == want.tokens and want.tokens[0] != greedy(LOOP, 40)  # the penalties tell
+        assert guessed.decode_steps < want.decode_steps, (guessed.decode_steps, want.decode_steps)
+        monkeypatch.setattr(sampling, "confirms", lambda scores, guess: True)
+        found = parted(want.tokens[0], decoded(model, PromptLookup()).tokens[0])
+        assert found is not None and found.step > 1
 
 
 def _truncated_short(monkeypatch, form):

@@ -334,8 +334,8 @@ class Decoding(Rows):
     def _verified(self, step: Step, choose: "Choose") -> list[list[int]]:
         """Each running row's tokens of a step that ran more than one position: given ids all kept and greedy's
         choice after them (``force``); greedy's drafts kept up to the first its choice parts from, and its choice
-        there; a sampled choice's by speculative sampling (Chooser.speculated: the distribution kept); any other
-        choice's at the first position alone."""
+        there; a Chooser's that speculates by Chooser.speculated (greedy's over a bias or penalties alike, a sampled
+        choice's distribution kept); any other choice's at the first position alone."""
         batch = len(self.prompts)
         running = [row for row in range(batch) if not self.done[row]]
         greedy = np.argmax(step.ahead, axis=-1)  # [batch, positions]: greedy's token after each

@@ -121,10 +121,11 @@ class Sampling:
 
     @property
     def takes_guesses(self) -> bool:
-        """Whether a drafter's guesses leave this choice's tokens as they would be: the plain argmax (a guess kept
-        where it is greedy's), or a draw with no grammar to advance and no log-probabilities to report
-        (speculative sampling, Chooser.speculated)."""
-        return self.plain or (not self.greedy and self.grammar is None and self.logprobs is None)
+        """Whether a drafter's guesses leave this choice's tokens as they would be: a choice with no grammar to
+        advance and no log-probabilities to report, each one a token at a time (greedy's, biased or penalized too,
+        keeps a guess where it is its argmax over the guesses kept before; a draw, by speculative sampling:
+        Chooser.speculated)."""
+        return self.grammar is None and self.logprobs is None
 
     def but(self, **changes) -> "Sampling":
         """This record with ``changes`` (None values left as they are)."""
@@ -325,9 +326,9 @@ class Chooser:
 
     @property
     def speculates(self) -> bool:
-        """Whether ``speculated`` keeps this choice's distribution: a sampled one with no grammar to advance and no
-        log-probabilities to report (each one a token at a time)."""
-        return not self.params.greedy and self.params.takes_guesses and self.constraints is None
+        """Whether ``speculated`` keeps this choice's tokens (greedy's) or their distribution (sampled): one with no
+        grammar to advance and no log-probabilities to report (each one a token at a time)."""
+        return self.params.takes_guesses and self.constraints is None
 
     def speculated(self, ahead: np.ndarray, drafts: Sequence[Sequence[int]], history: Sequence[Sequence[int]],
                    rows: Sequence[int]) -> list[list[int]]:
@@ -338,14 +339,23 @@ class Chooser:
         ``processed`` makes them, over the history with the guesses kept so far), then a draw from that
         distribution with the refused guess taken out (renormalized), or after every guess kept, a draw from the
         distribution after the last. Each token is distributed as plain sampling's would be, given the ones before
-        (the draws are others); the other rows take none ([])."""
+        (the draws are others). Greedy (with a logit bias or penalties, which ``processed`` applies over the guesses
+        kept so far) keeps each guess that is its argmax there, then its argmax where one is not. The other rows take
+        none ([])."""
         self._start(history)
         taken: list[list[int]] = [[] for _ in drafts]
         for row in rows:
-            seen, rng = list(history[row]), self.rngs[row]
+            seen = list(history[row])
             for j in range(len(drafts[row]) + 1):
                 scores = processed(ahead[row, j][None], [seen], self.params, [self.answer_starts[row]])
-                p = _softmax(scores)[0]
+                if self.params.greedy:
+                    if j < len(drafts[row]) and confirms(scores[0], int(drafts[row][j])):
+                        taken[row].append(int(drafts[row][j]))
+                        seen.append(int(drafts[row][j]))
+                        continue
+                    taken[row].append(int(np.argmax(scores[0])))
+                    break
+                p, rng = _softmax(scores)[0], self.rngs[row]
                 if j < len(drafts[row]):
                     guess = int(drafts[row][j])
                     if keeps(p, guess, rng.random()):
@@ -370,6 +380,11 @@ class Chooser:
             self._fed[row] = len(seen)
             allowed[row] = constraint.allowed()[:logits.shape[1]]
         return allowed
+
+
+def confirms(scores: np.ndarray, guess: int) -> bool:
+    """Whether greedy keeps a certain guess: it is the argmax of the scores there."""
+    return int(np.argmax(scores)) == guess
 
 
 def refused(p: np.ndarray, guess: int) -> np.ndarray:
