@@ -397,7 +397,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
     if grammar is not None:
         from .masked import check_grammar
 
-        check_grammar(grammar, target.path, generation)  # its one line (a GrammarError), before any backend opens
+        check_grammar(grammar, target, generation)  # its one line (a GrammarError), before any backend opens
     chosen = generation_variants(target, backends)
     traced = next((v.label for t, v in chosen if t.kind == "torchscript" and not v.unavailable()), None)
     result.eager = (f"eager: the traced module with its cache is the {traced} row; transformers' generate() itself: "

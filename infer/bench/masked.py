@@ -26,19 +26,23 @@ class Masked:
     answers: list[list[int]]  # the last decoding's tokens, each prompt's (its end id last where the grammar completed)
 
 
-def check_grammar(grammar: Grammar, file, generation) -> None:
-    """``grammar`` compiled for the tokenizer beside the model ``file`` and its end ids (``generation``'s and the
-    tokenizer's generation config's, as a decoding ends): a GrammarError (one line) where it cannot hold an answer,
-    a PtxError where there is no tokenizer to mask."""
+def check_grammar(grammar: Grammar, target, generation) -> None:
+    """``grammar`` compiled for the tokenizer beside ``target``'s file, over the logits' vocabulary its signature
+    records, and its end ids (``generation``'s and the tokenizer's generation config's, as a decoding ends), as
+    time_masked compiles it (kept: compiled once): a GrammarError (one line) where it cannot hold an answer, a
+    PtxError where there is no tokenizer to mask."""
+    from ..formats.signature import recorded_signature
     from ..model import grammar as grammars
     from ..model.text import Text
 
-    text = Text.beside(file)
+    text = Text.beside(target.path)
     if text is None:
-        raise PtxError(f"--json-schema masks the tokenizer's tokens, and there is no tokenizer.json beside {file}: "
-                       "export the model with its tokenizer")
+        raise PtxError(f"--json-schema masks the tokenizer's tokens, and there is no tokenizer.json beside "
+                       f"{target.path}: export the model with its tokenizer")
+    signature = recorded_signature(target.found.metadata, target.path) if target.found is not None else None
+    vocab = (vocabulary(signature, generation) if signature is not None else None) or text.vocab_size
     eos = sorted(set(generation.eos) | set(text.eos))
-    grammars.check(grammar, text, text.vocab_size, eos)
+    grammars.check(grammar, text, vocab, eos)
 
 
 def time_masked(model, prompts: list[list[int]], new_tokens: int, repeats: int, grammar: Grammar,
