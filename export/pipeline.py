@@ -39,7 +39,8 @@ from ptx.contract.verdict import Verdict, decide, does_not_run, in_one_line, ver
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
 from ptx.infer.formats import onnx_files
 from ptx.infer.runtime import backends as registry
-from ptx.infer.runtime.memory_plan import OutOfMemoryPlan, opening_need, require_room, size_text, weights_bytes
+from ptx.infer.runtime.memory_plan import (OutOfMemoryPlan, file_size_text, opening_need, require_room, size_text,
+                                          weights_bytes)
 from ptx.machine import describe_cpu
 
 from . import formats
@@ -245,7 +246,7 @@ def _checked(source: ExportSource, fmt, tmp: Path, final: Path, made, on: str) -
         fmt.add_metadata(tmp, found)
     worst = source.signature.output(result.worst.name) if result.agreements else source.signature.outputs[0]
     lines = [f"{fmt.name:<11} {result.path}{''.join(f' + {name}' for name in beside)}  "
-             f"{result.size_bytes / 1024:,.1f} KiB  "
+             f"{file_size_text(result.size_bytes)}  "
              f"{source.describe(result, source.tolerance(worst, on))}"]
     if certificate is not None:
         lines.append(f"{'':<11} shape certificate: {certificate.summary()}")

@@ -34,7 +34,7 @@ from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past
 from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime import backends
-from ptx.infer.runtime.memory_plan import MARGIN, opening_need, size_text, weights_bytes
+from ptx.infer.runtime.memory_plan import MARGIN, file_size_text, opening_need, size_text, weights_bytes
 from ptx.machine import available_memory
 
 from . import formats
@@ -98,7 +98,7 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         size = weights_bytes(tmp)
     against = (f"{size / folder.stored_bytes:.2f}x {folder.folder.name}'s {folder.dtype} weights" if folder else
                f"{size / weights_bytes(path):.2f}x {path.name}")
-    log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({against})  {made.method}")
+    log(f"{fmt.name:<11} {final}  {file_size_text(size)} ({against})  {made.method}")
     instead = "(serve its onnx export)" if folder else f"(serve {path.name})"
     for line in verdict_lines(verdicts, fmt.precision, metadata.get("model", path.stem), instead):
         log(line)

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -176,7 +177,7 @@ def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_co
     lines = ok.stdout.strip().splitlines()
     # The checkpoint it exported, then one line per format.
     assert len(lines) == 3 and lines[0].startswith(f"checkpoint: {convnet_copy / 'checkpoint.pt'} (")
-    assert lines[1].startswith("onnx") and "KiB" in lines[1] and "worst |diff|" in lines[2]
+    assert lines[1].startswith("onnx") and re.search(r"\d (kB|MB|GB)  ", lines[1]) and "worst |diff|" in lines[2]
     assert "Warning" not in ok.stderr and "deprecated" not in ok.stderr
     missing = ptx("export", "mlp-dropout", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0

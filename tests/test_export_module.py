@@ -151,7 +151,7 @@ def test_the_cli_exports_each_module_and_says_what_it_checked(cli_exports):
         assert result.stderr == "", result.stderr  # no exporter chatter, no deprecation warnings
         lines = result.stdout.splitlines()
         assert lines[0].startswith(f"module: {name} (") and "parameters); inputs " in lines[0]
-        files = [ln for ln in lines if " KiB " in ln or ln.startswith("reference ")]
+        files = [ln for ln in lines if re.search(r"\d (kB|MB|GB)  ", ln) or ln.startswith("reference ")]
         assert [ln.split()[0] for ln in files] == ["onnx", "torchscript", "reference"], lines
         assert all("worst |diff| vs eager" in ln and "batches 3, 5" in ln for ln in files[:2]), files
         assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.reference.npz", "model.torchscript.pt"]

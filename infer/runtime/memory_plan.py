@@ -54,6 +54,17 @@ def size_text(nbytes: float) -> str:
     return f"{nbytes / 1e3:,.0f} kB"
 
 
+def file_size_text(nbytes: float) -> str:
+    """A written file's size as export says it: ``62027`` -> ``62.0 kB``, ``24912345`` -> ``24.9 MB``,
+    ``4780700000`` -> ``4.78 GB``; always with a decimal, as a file's bytes move a little with what its metadata
+    records (when and on what it was made)."""
+    if nbytes >= 1e9:
+        return f"{nbytes / 1e9:.2f} GB"
+    if nbytes >= 1e6:
+        return f"{nbytes / 1e6:,.1f} MB"
+    return f"{nbytes / 1e3:,.1f} kB"
+
+
 def where_available() -> str:
     """What bounds the available memory, as a line says it."""
     return f"{MEMORY_LIMIT_ENV} less what ptx holds" if memory_limit() is not None else "MemAvailable or the cgroup limit"
