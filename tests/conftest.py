@@ -269,6 +269,18 @@ def tool_chat_export(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory):
+    """tests/tiny_decoders.py's decoders, each exported once for all the workers of the run (four files read
+    them)."""
+    pytest.importorskip("transformers")
+    from tiny_decoders import TinyDecoders
+
+    shared = shared_folder(tmp_path_factory)
+    return TinyDecoders(tmp_path_factory.mktemp("tiny-decoders") if shared is None else shared / "tiny-decoders",
+                        _held if shared is not None else lambda lock: nullcontext())
+
+
+@pytest.fixture(scope="session")
 def embedding_export(tmp_path_factory) -> dict:
     """A sentence-transformers model as users have one (tests/embedding_models.py: all-MiniLM-L6-v2's config with
     random weights, saved by sentence-transformers), exported once per session by `ptx export DIR --out OUT --format

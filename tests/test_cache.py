@@ -41,12 +41,10 @@ def small_llama():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_decoders):
     root = tmp_path_factory.mktemp("cache-forms")
-    export_module(BUILDERS["llama"](), None, root / "plain", log=lambda _: None, formats=["onnx"])
-    export_module(BUILDERS["llama"](), None, root / "placed", log=lambda _: None, formats=["onnx"], ort_attention=True)
     export_module(small_llama(), None, root / "small", log=lambda _: None, formats=["onnx"])
-    return {"plain": root / "plain" / "model.onnx", "placed": root / "placed" / "model.onnx",
+    return {"plain": tiny_decoders["llama"][0], "placed": tiny_decoders.placed("llama")[0],
             "small": root / "small" / "model.onnx"}
 
 

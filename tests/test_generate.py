@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,50 +26,17 @@ from ptx.contract.schema import Tolerance  # noqa: E402
 from ptx.errors import InputError, PtxError, PtxWarning, ValidationError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
+from tiny_decoders import BUILDERS, VOCAB, gpt2, llama, qwen2  # noqa: E402,F401 - read by the files beside
 
-VOCAB = 128
 NEW_TOKENS = 64
 
-
-def llama():
-    torch.manual_seed(0)  # initializer_range 0.2: logits far apart enough that greedy choices are no near-ties
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def gpt2():
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4,
-                                     initializer_range=0.2, bos_token_id=None, eos_token_id=None)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
-def qwen2():
-    torch.manual_seed(0)  # Qwen2: Llama's shape with biases on q, k and v, the embedding tied to the head
-    config = transformers.Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      initializer_range=0.2, tie_word_embeddings=True, bos_token_id=None,
-                                      eos_token_id=None)
-    return transformers.Qwen2ForCausalLM(config).eval()
-
-
-BUILDERS = {"llama": llama, "gpt2": gpt2, "qwen2": qwen2}
 PROMPTS = [[5, 17, 93], [8, 1, 44, 120, 7, 3, 9, 60, 2, 11], [99, 4, 4, 31, 70, 12]]
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("generate")
-    done = {}
-    for name, build in BUILDERS.items():
-        lines: list[str] = []
-        # GPT-2's TorchScript too: a trace carries the cache where it holds, as its check proves
-        export_module(build(), None, root / name, log=lines.append,
-                      formats=["onnx", "torchscript"] if name == "gpt2" else ["onnx"])
-        done[name] = (root / name / "model.onnx", lines)
-    return done
+def exported(tiny_decoders):
+    """Each decoder's export (conftest's tiny_decoders, made once per run): name -> (model.onnx, what it said)."""
+    return {name: tiny_decoders[name] for name in BUILDERS}
 
 
 @functools.cache
@@ -339,7 +307,7 @@ def test_the_memory_plan_counts_the_prompt_s_logits_a_decoding_computes_and_keep
     assert judged - old == 100 * row == decoding_need(signature, every, 1, 100, 10, every_position=True) - old
 
 
-def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch):
+def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch, tmp_path):
     """The weights digest (seconds for a 2 GB decoder) is computed where the file is read, and its note, its
     check and the report's first line use that one: verify hashed the file three times."""
     import ptx.infer.formats.model_files as model_files
@@ -356,12 +324,14 @@ def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeyp
         hashed.append(path)
         return real_digest(path, kind)
 
+    alone = tmp_path / "model.onnx"  # without the int4 file beside it, which verify judges too
+    shutil.copy2(exported["llama"][0], alone)
     monkeypatch.setattr(model_files, "read_onnx", read_onnx)
     monkeypatch.setattr(model_files, "digest_of", digest_of)
-    assert "PASS" in ptx("verify", exported["llama"][0], "--backends", "ort-cpu").stdout
+    assert "PASS" in ptx("verify", alone, "--backends", "ort-cpu").stdout
     assert len(hashed) == 1, hashed
     hashed.clear()
-    assert "sha256" in ptx("inspect", exported["llama"][0]).stdout  # inspect, which says the digest, once too
+    assert "sha256" in ptx("inspect", alone).stdout  # inspect, which says the digest, once too
     assert len(hashed) == 1, hashed
 
 

@@ -26,14 +26,10 @@ LAYERS = 2
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("openvino-attention")
-    done = {}
-    for name in ("llama", "gpt2"):
-        formats = ["onnx", "onnx-int4"] if name == "llama" else ["onnx"]
-        export_module(BUILDERS[name](), None, root / name, log=lambda _: None, formats=formats)
-        done[name] = root / name / "model.onnx"
-    done["llama-int4"] = root / "llama" / "model.int4.onnx"
+def files(tiny_decoders):
+    """Llama's and GPT-2's plain exports and llama's int4 file, made once per run."""
+    done = {name: tiny_decoders[name][0] for name in ("llama", "gpt2")}
+    done["llama-int4"] = done["llama"].with_name("model.int4.onnx")
     return done
 
 

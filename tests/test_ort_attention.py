@@ -30,15 +30,9 @@ LAYERS = 2
 
 
 @pytest.fixture(scope="module")
-def placed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ort-attention")
-    done = {}
-    for name in ("llama", "gpt2"):
-        lines: list[str] = []
-        formats = ["onnx", "onnx-int4"] if name == "llama" else ["onnx"]  # int4 of one: its graph's rewrites
-        export_module(BUILDERS[name](), None, root / name, log=lines.append, formats=formats, ort_attention=True)
-        done[name] = (root / name / "model.onnx", lines)
-    return done
+def placed(tiny_decoders):
+    """Llama's and GPT-2's --ort-attention exports (llama's int4 file too: its graph's rewrites), made once per run."""
+    return {name: tiny_decoders.placed(name) for name in ("llama", "gpt2")}
 
 
 def _writes(monkeypatch, copies: bool = False) -> list:

@@ -1,0 +1,73 @@
+"""Tiny causal LMs as transformers makes them, with random weights from configs: a Llama-shaped one (grouped-query
+attention, rotary positions), a GPT-2-shaped one (learned positions, a tied head) and a Qwen2 (Llama's shape with
+biases on q, k and v, the embedding tied to the head); and their exports, made once per test run for every file
+that reads them (``TinyDecoders``: test_generate, test_cache, test_ort_attention and test_openvino_attention each
+exported the same decoders, some 10 s apiece on 2 cores, almost all of it torch.export's tracing)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+VOCAB = 128
+
+
+def llama():
+    torch.manual_seed(0)  # initializer_range 0.2: logits far apart enough that greedy choices are no near-ties
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                                     initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def qwen2():
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      initializer_range=0.2, tie_word_embeddings=True, bos_token_id=None,
+                                      eos_token_id=None)
+    return transformers.Qwen2ForCausalLM(config).eval()
+
+
+BUILDERS = {"llama": llama, "gpt2": gpt2, "qwen2": qwen2}
+# What each export writes, for every test that reads it: (decoder, --ort-attention) -> formats. Llama's int4 file
+# is read beside its f32 one in place (test_ort_attention) and by OpenVINO (test_openvino_attention); GPT-2's
+# TorchScript carries the cache where its trace holds (test_generate).
+FORMATS = {("llama", False): ["onnx", "onnx-int4"], ("gpt2", False): ["onnx", "torchscript"],
+           ("qwen2", False): ["onnx"], ("llama", True): ["onnx", "onnx-int4"], ("gpt2", True): ["onnx"]}
+
+
+class TinyDecoders:
+    """The decoders of BUILDERS exported once into ``root`` (shared by the run's workers under ``held``, a lock
+    between processes): ``[name]`` or ``.placed(name)`` (--ort-attention) -> (its model.onnx, what export said).
+    The files are read, never written: a test that changes one works on a copy."""
+
+    def __init__(self, root: Path, held):
+        self.root, self.held = root, held
+
+    def __getitem__(self, name: str) -> tuple[Path, list[str]]:
+        return self._made(name, False)
+
+    def placed(self, name: str) -> tuple[Path, list[str]]:
+        return self._made(name, True)
+
+    def _made(self, name: str, ort_attention: bool) -> tuple[Path, list[str]]:
+        from ptx.export.module import export_module
+
+        folder = self.root / (f"{name}-ort-attention" if ort_attention else name)
+        said = folder / "exported.log"
+        with self.held(self.root / f"{folder.name}.lock"):
+            if not said.is_file():
+                lines: list[str] = []
+                export_module(BUILDERS[name](), None, folder, log=lines.append,
+                              formats=FORMATS[(name, ort_attention)], ort_attention=ort_attention)
+                said.write_text("\n".join(lines))
+        return folder / "model.onnx", said.read_text().split("\n")
