@@ -317,8 +317,8 @@ def _tool_syntax(served, asked: TextRequest):
     syntax = syntax_of(served.text)
     if syntax is None:
         raise OpenAIError(f"{served.name}'s chat template renders tools in a call syntax ptx does not read (it reads "
-                          "Hermes' <tool_call> of Qwen2.5 and Qwen3, Llama 3.1's JSON, Mistral v0.3's [TOOL_CALLS] list and "
-                          "Mistral's later [TOOL_CALLS]name[ARGS]): leave out tools", param="tools")
+                          "Hermes' <tool_call> of Qwen2.5 and Qwen3, Llama 3.1's JSON, Mistral v0.3's [TOOL_CALLS] "
+                          "list and Mistral's later [TOOL_CALLS]name[ARGS]): leave out tools", param="tools")
     return syntax
 
 

@@ -17,6 +17,7 @@ import types
 import pytest
 
 from ptx.contract.sampling import Sampling
+from ptx.errors import PtxError
 from ptx.infer import load
 from ptx.infer.model.text import Text, TextStream
 from ptx.infer.model.text_generation import end_ids, generate_text
@@ -189,8 +190,18 @@ def test_mistral_s_later_calls_are_read_whole_or_piece_by_piece_alike_their_tags
         events += stream.feed(char)
     assert "".join(events) == "Let me look."
     assert [(c.name, c.arguments) for c in stream.finish()] == [(c.name, c.arguments) for c in calls]
-    for broken in ('[TOOL_CALLS]get_time[ARGS]{"zone": ', "[TOOL_CALLS]get_time", '[TOOL_CALLS][ARGS]{"zone": "CET"}'):
-        assert syntax.parse(broken) == (broken, [])  # no call where any part of one is missing
+    for broken in ('[TOOL_CALLS]get_time[ARGS]{"zone": ', "[TOOL_CALLS]get_time", '[TOOL_CALLS][ARGS]{"zone": "CET"}',
+                   '[TOOL_CALLS]get_time[ARGS]{"zone": "CET"} and more'):
+        assert syntax.parse(broken) == (broken, [])  # no call where any part of one is missing, or text follows
+    # a tag inside the arguments' text does not split them; ids that are not nine letters or digits, or repeat one,
+    # are replaced (a client pairs each tool's answer with its call by id)
+    _, [quoted] = syntax.parse('[TOOL_CALLS]get_time[ARGS]{"zone": "[TOOL_CALLS]x[ARGS]{}"}')
+    assert json.loads(quoted.arguments) == {"zone": "[TOOL_CALLS]x[ARGS]{}"}
+    _, calls = syntax.parse('[TOOL_CALLS]a[CALL_ID]short[ARGS]{}[TOOL_CALLS]b[CALL_ID]abcDEF123[ARGS]{}'
+                            '[TOOL_CALLS]c[CALL_ID]abcDEF123[ARGS]{}')
+    assert calls[1].id == "abcDEF123" and len({c.id for c in calls}) == 3 and calls[0].id != "short"
+    with pytest.raises(PtxError, match="'get_date' is not among the tools given"):
+        syntax.forced(TOOLS, "get_date")
     # the tags are special tokens, which decoding drops: the syntax keeps its own, and only them
     tokens = words.encode("<s>" + answer + "</s>", special=False)
     assert {words.tokenizer.token_to_id("[TOOL_CALLS]"), words.tokenizer.token_to_id("[ARGS]")} <= set(tokens)

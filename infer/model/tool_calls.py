@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ptx.contract.grammar import Grammar
+from ptx.errors import PtxError
 
 from .text import Text
 
@@ -188,40 +189,48 @@ class MistralArgs(MistralCalls):
     ARGS, CALL_ID = "[ARGS]", "[CALL_ID]"
 
     def __init__(self, text: Text, with_ids: bool | None = None):
-        """``with_ids``: whether a call writes its id ([CALL_ID]); None: where the template writes one."""
+        """``with_ids``: whether a forced call writes its id ([CALL_ID]); None: where the template writes one."""
         super().__init__(text)
         self.with_ids = self.CALL_ID in (text.chat_template or "") if with_ids is None else with_ids
-        for tag in (self.ARGS, self.CALL_ID) if self.with_ids else (self.ARGS,):
+        for tag in (self.ARGS, self.CALL_ID):  # read wherever the model writes them (a tokenizer without one: none)
             text.keep_special(tag)
 
     def calls_in(self, block: str) -> list[ToolCall] | None:
-        """The calls after the first tag: each "name[ARGS]{...}" (its id before [ARGS] where the template writes
-        ids), the next after the next tag."""
-        calls = []
-        for part in block.split(self.open_tag):
-            head, args, arguments = part.partition(self.ARGS)
-            name, has_id, given = head.partition(self.CALL_ID)
+        """The calls after the first tag: each "name[ARGS]{...}" (with "[CALL_ID]id" before [ARGS] where the model
+        writes one: kept where it is nine letters or digits and new, else a new id), the next after the next tag;
+        the arguments read as one JSON object, so that a tag inside their text does not split them."""
+        calls, rest, decoder = [], block, json.JSONDecoder()
+        while True:
+            head, args, rest = rest.partition(self.ARGS)
+            name, _, given = head.partition(self.CALL_ID)
+            rest = rest.lstrip()
             try:
-                arguments = json.loads(arguments)
+                arguments, end = decoder.raw_decode(rest)
             except ValueError:
                 return None
             if not args or not name.strip() or not isinstance(arguments, dict):
                 return None
+            given = given.strip()
+            fresh = len(given) == self.ID_LENGTH and given.isalnum() and given not in {c.id for c in calls}
             calls.append(ToolCall(name.strip(), json.dumps(arguments, ensure_ascii=False),
-                                  given.strip() if has_id and given.strip() else self.new_id()))
-        return calls
+                                  given if fresh else self.new_id()))
+            rest = rest[end:].lstrip()
+            if not rest:
+                return calls
+            if not rest.startswith(self.open_tag):
+                return None
+            rest = rest[len(self.open_tag):]
 
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call of ``name`` (None: any of ``tools``): the tag, the function's name, its id where the template
         writes ids (nine letters or digits), [ARGS], then its arguments held to its parameters' schema."""
-        chosen = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
         tag, args = _tag(self.text, self.open_tag), _tag(self.text, self.ARGS)
         call_id = f' {_tag(self.text, self.CALL_ID)} /[a-zA-Z0-9]{{{self.ID_LENGTH}}}/' if self.with_ids else ""
+        chosen = _chosen(tools, name)
         rules = [f"start: {tag} ({' | '.join(f'call{k}' for k in range(len(chosen)))})"]
         for k, function in enumerate(chosen):
-            parameters = function.get("parameters") or {"type": "object", "properties": {}}
             rules += [f"call{k}: {json.dumps(function['name'])}{call_id} {args} arguments{k}",
-                      f"arguments{k}: %json {json.dumps({**parameters, 'x-guidance': JSON_OPTIONS})}"]
+                      f"arguments{k}: %json {json.dumps({**_parameters(function), 'x-guidance': JSON_OPTIONS})}"]
         return Grammar.lark("\n".join(rules))
 
 
@@ -291,7 +300,8 @@ class WholeJsonStream:
 
 
 class TaggedStream:
-    """An answer's text as it streams, split into text and calls (Hermes' blocks, Mistral's list after its tag):
+    """An answer's text as it streams, split into text and calls (Hermes' blocks, Mistral's calls after their first
+    tag):
     ``feed(piece)`` returns what is now sure (text, and each block's calls once it is closed: a syntax with no
     close tag holds its block to the end of the answer); ``finish()`` the rest. Text that may begin a call's tag,
     and whitespace that may stand before one, are held until the next piece says which."""
@@ -345,20 +355,35 @@ def _held(text: str, tag: str) -> int:
     return prefix + len(body) - len(body.rstrip())
 
 
+def _chosen(tools: Sequence[dict], name: str | None) -> list[dict]:
+    """The functions a forced call may be: the one named ``name``, or (None) every one of ``tools``; PtxError where
+    there is none."""
+    chosen = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
+    if not chosen:
+        missing = "no tools given" if name is None else f"{name!r} is not among the tools given"
+        raise PtxError(f"a forced tool call needs a function to call: {missing}")
+    return chosen
+
+
+def _parameters(function: dict) -> dict:
+    """A function's parameters' JSON schema (one without parameters takes an empty object)."""
+    return function.get("parameters") or {"type": "object", "properties": {}}
+
+
 def _forced_schema(tools: Sequence[dict], name: str | None, key: str) -> dict:
     """The JSON schema of one call of the function ``name`` (None: any of ``tools``), its parameters under ``key``
     (each function's own where there are several: anyOf)."""
-    chosen = [t for t in tools if name is None or t["function"]["name"] == name]
-    options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/{key}" if len(chosen) > 1 else
-                            f"#/properties/{key}", key=key) for k, t in enumerate(chosen)]
+    chosen = _chosen(tools, name)
+    options = [_call_schema(function, f"#/anyOf/{k}/properties/{key}" if len(chosen) > 1 else
+                            f"#/properties/{key}", key=key) for k, function in enumerate(chosen)]
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def _call_schema(function: dict, at: str, key: str = "arguments") -> dict:
     """The JSON schema of one call of ``function``: {"name": its name, ``key``: its parameters}, the
     parameters' own references (#/$defs/...) moved to where they now sit (``at``)."""
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return {"type": "object", "properties": {"name": {"const": function["name"]}, key: _rerooted(parameters, at)},
+    parameters = _rerooted(_parameters(function), at)
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, key: parameters},
             "required": ["name", key], "additionalProperties": False}
 
 
