@@ -320,3 +320,12 @@ def test_the_garbage_collectors_pass_is_paid_where_what_was_let_go_may_be_large(
     assert bool(passes) == collects
     memory_plan.give_back_freed(collect=False, weights=None)
     assert len(passes) == collects
+
+
+def test_sizes_are_said_in_the_unit_their_rounding_lands_in():
+    from ptx.infer.runtime.memory_plan import file_size_text, size_text
+
+    assert [size_text(n) for n in (492_800, 999_499, 999_500, 783e6, 1.983e9)] == [
+        "493 kB", "999 kB", "1 MB", "783 MB", "1.98 GB"]
+    assert [file_size_text(n) for n in (62_027, 999_949, 999_950, 24_912_345, 999_999_999, 4.7807e9)] == [
+        "62.0 kB", "999.9 kB", "1.0 MB", "24.9 MB", "1.00 GB", "4.78 GB"]  # never "1,000.0 kB"

@@ -44,25 +44,21 @@ def weights_bytes(path: str | Path) -> int:
     return total
 
 
-def size_text(nbytes: float) -> str:
+def size_text(nbytes: float, decimals: int = 0) -> str:
     """``1983000000`` -> ``1.98 GB``; ``783000000`` -> ``783 MB``; ``492800`` -> ``493 kB`` (a tiny model's weights
-    are not 0 MB)."""
-    if nbytes >= 1e9:
-        return f"{nbytes / 1e9:.2f} GB"
-    if nbytes >= 1e6:
-        return f"{nbytes / 1e6:,.0f} MB"
-    return f"{nbytes / 1e3:,.0f} kB"
+    are not 0 MB); MB and kB with ``decimals`` (GB always with two), each unit taken after rounding (999,999 bytes
+    is ``1 MB``, not ``1,000 kB``)."""
+    for scale, unit in ((1e3, "kB"), (1e6, "MB")):
+        if round(nbytes / scale, decimals) < 1000:
+            return f"{nbytes / scale:,.{decimals}f} {unit}"
+    return f"{nbytes / 1e9:,.2f} GB"
 
 
 def file_size_text(nbytes: float) -> str:
     """A written file's size as export says it: ``62027`` -> ``62.0 kB``, ``24912345`` -> ``24.9 MB``,
     ``4780700000`` -> ``4.78 GB``; always with a decimal, as a file's bytes move a little with what its metadata
     records (when and on what it was made)."""
-    if nbytes >= 1e9:
-        return f"{nbytes / 1e9:.2f} GB"
-    if nbytes >= 1e6:
-        return f"{nbytes / 1e6:,.1f} MB"
-    return f"{nbytes / 1e3:,.1f} kB"
+    return size_text(nbytes, decimals=1)
 
 
 def where_available() -> str:
