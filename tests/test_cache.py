@@ -21,7 +21,7 @@ from ptx.infer.model import generation  # noqa: E402
 from ptx.infer.model.generation import Batch, Decoding  # noqa: E402
 from ptx.infer.model.speculative import PromptLookup, draft_model  # noqa: E402
 from ptx.infer.runtime.cache import ArrayCache, Cache  # noqa: E402
-from test_generate import BUILDERS, PROMPTS, eager_generate  # noqa: E402
+from test_generate import PROMPTS, eager_generate  # noqa: E402
 
 FORMS = {"arrays": ("plain", "ort-cpu"), "ort-values": ("plain", "ort-cpu"), "in-place": ("placed", "ort-cpu"),
          "openvino-state": ("plain", "openvino")}

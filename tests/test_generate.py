@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from ptx.contract.schema import Tolerance  # noqa: E402
 from ptx.errors import InputError, PtxError, PtxWarning, ValidationError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
-from tiny_decoders import BUILDERS, VOCAB, gpt2, llama, qwen2  # noqa: E402,F401 - read by the files beside
+from tiny_decoders import BUILDERS, VOCAB, gpt2, llama, qwen2  # noqa: E402,F401 - qwen2 read as `from test_generate import qwen2` by factories
 
 NEW_TOKENS = 64
 
@@ -307,7 +306,7 @@ def test_the_memory_plan_counts_the_prompt_s_logits_a_decoding_computes_and_keep
     assert judged - old == 100 * row == decoding_need(signature, every, 1, 100, 10, every_position=True) - old
 
 
-def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch, tmp_path):
+def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch):
     """The weights digest (seconds for a 2 GB decoder) is computed where the file is read, and its note, its
     check and the report's first line use that one: verify hashed the file three times."""
     import ptx.infer.formats.model_files as model_files
@@ -324,14 +323,12 @@ def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeyp
         hashed.append(path)
         return real_digest(path, kind)
 
-    alone = tmp_path / "model.onnx"  # without the int4 file beside it, which verify judges too
-    shutil.copy2(exported["llama"][0], alone)
     monkeypatch.setattr(model_files, "read_onnx", read_onnx)
     monkeypatch.setattr(model_files, "digest_of", digest_of)
-    assert "PASS" in ptx("verify", alone, "--backends", "ort-cpu").stdout
+    assert "PASS" in ptx("verify", exported["llama"][0], "--backends", "ort-cpu").stdout
     assert len(hashed) == 1, hashed
     hashed.clear()
-    assert "sha256" in ptx("inspect", alone).stdout  # inspect, which says the digest, once too
+    assert "sha256" in ptx("inspect", exported["llama"][0]).stdout  # inspect, which says the digest, once too
     assert len(hashed) == 1, hashed
 
 

@@ -16,11 +16,10 @@ pytest.importorskip("transformers")
 
 import openvino.opset13 as ops  # noqa: E402
 
-from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
 from ptx.infer.runtime import openvino_attention  # noqa: E402
 from ptx.infer.runtime.openvino_attention import fuse_attention  # noqa: E402
-from test_generate import BUILDERS, PROMPTS, _verify, eager_generate  # noqa: E402
+from test_generate import PROMPTS, _verify, eager_generate  # noqa: E402
 
 LAYERS = 2
 
@@ -29,7 +28,7 @@ LAYERS = 2
 def files(tiny_decoders):
     """Llama's and GPT-2's plain exports and llama's int4 file, made once per run."""
     done = {name: tiny_decoders[name][0] for name in ("llama", "gpt2")}
-    done["llama-int4"] = done["llama"].with_name("model.int4.onnx")
+    done["llama-int4"] = tiny_decoders.int4("llama")
     return done
 
 

@@ -23,7 +23,8 @@ from ptx.infer import load  # noqa: E402
 from ptx.infer.model.batch import Batch  # noqa: E402
 from ptx.infer.model.generation import GREEDY, Decoding  # noqa: E402
 from ptx.infer.runtime.ort_runner import OrtRunner  # noqa: E402
-from test_generate import BUILDERS, PROMPTS, eager_generate  # noqa: E402
+from test_generate import PROMPTS, eager_generate  # noqa: E402
+from tiny_decoders import BUILDERS  # noqa: E402
 
 NEW = 24
 LAYERS = 2

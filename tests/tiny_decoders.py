@@ -5,6 +5,7 @@ that reads them (``TinyDecoders``: test_generate, test_cache, test_ort_attention
 exported the same decoders, some 10 s apiece on 2 cores, almost all of it torch.export's tracing)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -39,9 +40,10 @@ def qwen2():
 
 BUILDERS = {"llama": llama, "gpt2": gpt2, "qwen2": qwen2}
 # What each export writes, for every test that reads it: (decoder, --ort-attention) -> formats. Llama's int4 file
-# is read beside its f32 one in place (test_ort_attention) and by OpenVINO (test_openvino_attention); GPT-2's
-# TorchScript carries the cache where its trace holds (test_generate).
-FORMATS = {("llama", False): ["onnx", "onnx-int4"], ("gpt2", False): ["onnx", "torchscript"],
+# in place is read beside its f32 one (test_ort_attention); GPT-2's TorchScript carries the cache where its trace
+# holds (test_generate). A plain file's int4 twin is made apart (TinyDecoders.int4): beside it, verify would judge
+# it too in every test that verifies the f32 file.
+FORMATS = {("llama", False): ["onnx"], ("gpt2", False): ["onnx", "torchscript"],
            ("qwen2", False): ["onnx"], ("llama", True): ["onnx", "onnx-int4"], ("gpt2", True): ["onnx"]}
 
 
@@ -58,6 +60,20 @@ class TinyDecoders:
 
     def placed(self, name: str) -> tuple[Path, list[str]]:
         return self._made(name, True)
+
+    def int4(self, name: str) -> Path:
+        """The plain file's int4 twin, `ptx export model.onnx --format onnx-int4` of a copy in a folder of its own."""
+        from ptx_command import ptx
+
+        f32, _ = self[name]
+        folder = self.root / f"{name}-int4"
+        with self.held(self.root / f"{folder.name}.lock"):
+            if not (folder / "model.int4.onnx").is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f32, folder / "model.onnx")
+                done = ptx("export", folder / "model.onnx", "--format", "onnx-int4")
+                assert done.returncode == 0, done.stdout + done.stderr
+        return folder / "model.int4.onnx"
 
     def _made(self, name: str, ort_attention: bool) -> tuple[Path, list[str]]:
         from ptx.export.module import export_module
