@@ -27,11 +27,10 @@ class Masked:
 
 
 def check_grammar(grammar: Grammar, target, generation) -> None:
-    """``grammar`` compiled for the tokenizer beside ``target``'s file, over the logits' vocabulary its signature
-    records, and its end ids (``generation``'s and the tokenizer's generation config's, as a decoding ends), as
+    """``grammar`` compiled for the tokenizer beside ``target``'s file, over its logits' vocabulary (_logits_width),
+    and its end ids (``generation``'s and the tokenizer's generation config's, as a decoding ends), as
     time_masked compiles it (kept: compiled once): a GrammarError (one line) where it cannot hold an answer, a
     PtxError where there is no tokenizer to mask."""
-    from ..formats.signature import recorded_signature
     from ..model import grammar as grammars
     from ..model.text import Text
 
@@ -39,10 +38,24 @@ def check_grammar(grammar: Grammar, target, generation) -> None:
     if text is None:
         raise PtxError(f"--json-schema masks the tokenizer's tokens, and there is no tokenizer.json beside "
                        f"{target.path}: export the model with its tokenizer")
-    signature = recorded_signature(target.found.metadata, target.path) if target.found is not None else None
-    vocab = (vocabulary(signature, generation) if signature is not None else None) or text.vocab_size
     eos = sorted(set(generation.eos) | set(text.eos))
-    grammars.check(grammar, text, vocab, eos)
+    grammars.check(grammar, text, _logits_width(target, generation) or text.vocab_size, eos)
+
+
+def _logits_width(target, generation) -> int | None:
+    """The vocabulary of the file's logits, before any runtime opens it: its recorded signature's, else (a file
+    without ptx's record) its ONNX graph's output; None where neither says a number."""
+    from ..formats.onnx_files import load_structure
+    from ..formats.signature import recorded_signature
+
+    signature = recorded_signature(target.found.metadata, target.path) if target.found is not None else None
+    if signature is not None:
+        return vocabulary(signature, generation)
+    if target.kind != "onnx":
+        return None
+    logits = next((o for o in load_structure(target.path).graph.output if o.name == generation.logits), None)
+    dims = logits.type.tensor_type.shape.dim if logits is not None else ()
+    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
 
 
 def time_masked(model, prompts: list[list[int]], new_tokens: int, repeats: int, grammar: Grammar,
