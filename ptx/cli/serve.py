@@ -61,10 +61,12 @@ from ptx.contract.names import PRECISIONS, model_name
               help="New tokens one generate request may ask for at most (a model exported with its cache; its "
                    "positions bound it too).")
 @click.option("--speculate", metavar="ngram|FILE",
-              help="Speculative decoding for a model exported with its cache: a greedy request's steps run prompt "
+              help="Speculative decoding for a model exported with its cache: each request's steps run prompt "
                    "lookup's guesses (ngram) or a draft model's (FILE: a small LM exported by ptx with the model's "
-                   "tokenizer, on the model's backend) and keep those greedy confirms: the same tokens in fewer steps; "
-                   "sampled requests decode as without it.")
+                   "tokenizer, on the model's backend) and keep those its choice confirms: a greedy request's own "
+                   "tokens (with its logit_bias and penalties) in fewer steps, a sampled one's by speculative "
+                   "sampling (its distribution kept); requests held to a grammar or asking for logprobs decode as "
+                   "without it.")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
               help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "
