@@ -5,19 +5,22 @@ run, ratios within it.
 
     python3 scripts/bench_batching.py [--models smollm2,qwen2_05b] [--clients 8]
         [--new-tokens 128] [--prompt-length 32] [--stagger-ms 0,250] [--work DIR]
+        [--backend ort-cpu|openvino] [--ort-attention]
 
 For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): its
 transformers folder with a tokenizer made here with the tokenizers library (a word per id, so that every id
 of the published vocabulary is text and each token streams as one piece), `ptx export DIR --format onnx`
-(reused from --work when there), then `ptx serve FILE --backend ort-cpu` on a free loopback port, stopped by
+(reused from --work when there; with --ort-attention, a file of its own whose cache is kept in place), then
+`ptx serve FILE --backend BACKEND` (ort-cpu by default; openvino keeps the cache in its state) on a free loopback
+port, stopped by
 its own process id. First each client's request alone, one after another: its time to first token (the
 server's prefill plus the loop's overheads) and its time per token after it (a step); then, for each
 --stagger-ms, all the clients at once (0) or each that long after the one before: aggregate tokens/s, each
 client's time to first token, and whether each client's text equals its own alone (greedy). Before the server
 starts, the same prompts are decoded by the library as `ptx generate` decodes them (``load(FILE,
-backend="ort-cpu").decode``, the prompt's run included), so that one client's tokens/s through the server is said
-against the library's on the same file and backend. Prints a table and writes WORK/results.json;
-docs/benchmarks/generation.md records a run.
+backend=BACKEND).decode``, the prompt's run included), so that one client's tokens/s through the server is said
+against the library's on the same file and backend. Prints a table and writes WORK/results.json (another backend's
+run results-BACKEND.json, an --ort-attention file's ...-in-place.json); docs/benchmarks/generation.md records a run.
 """
 from __future__ import annotations
 
@@ -53,19 +56,21 @@ def word_tokenizer(vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w0", unk_token="w1")
 
 
-def exported(name: str, work: Path) -> Path:
-    """The model's ONNX file with its tokenizer beside it (made once per --work folder)."""
-    out = work / f"{name}-onnx"
+def exported(name: str, work: Path, in_place: bool = False) -> Path:
+    """The model's ONNX file with its tokenizer beside it (made once per --work folder; ``in_place``: exported with
+    --ort-attention, a folder of its own)."""
+    out = work / f"{name}-onnx{'-ort-attention' if in_place else ''}"
     if (out / "model.onnx").exists():
         return out / "model.onnx"
     folder = work / f"{name}-folder"
-    model = MODELS[name]()
-    model.save_pretrained(str(folder))
-    word_tokenizer(model.config.vocab_size).save_pretrained(str(folder))
-    del model
+    if not (folder / "config.json").exists():
+        model = MODELS[name]()
+        model.save_pretrained(str(folder))
+        word_tokenizer(model.config.vocab_size).save_pretrained(str(folder))
+        del model
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ptx", "export", str(folder), "--out", str(out), "--format", "onnx"],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "ptx", "export", str(folder), "--out", str(out), "--format", "onnx",
+                    *(["--ort-attention"] if in_place else [])], check=True)
     print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
     return out / "model.onnx"
 
@@ -122,13 +127,13 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def library_rate(file: Path, prompts: list[str], new_tokens: int) -> float:
+def library_rate(file: Path, prompts: list[str], new_tokens: int, backend: str) -> float:
     """The median over ``prompts`` of the library's tokens/s decoding each alone as `ptx generate` does (greedy,
     the prompt's run included, the tokens the server would give: up to its end id), after one warm-up."""
     from ptx.infer import load
     from ptx.infer.model.text_generation import end_ids
 
-    with load(file, backend="ort-cpu") as model:
+    with load(file, backend=backend) as model:
         ends = end_ids(model, model.text)  # as a served answer ends
         model.decode([model.text.encode(prompts[0])], 4, eos=ends)
         rates = []
@@ -142,11 +147,11 @@ def library_rate(file: Path, prompts: list[str], new_tokens: int) -> float:
 def measure(name: str, args) -> dict:
     import openai
 
-    file = exported(name, args.work)
+    file = exported(name, args.work, args.ort_attention)
     vocab = json.loads((args.work / f"{name}-folder" / "config.json").read_text())["vocab_size"]
     library = library_rate(file, [prompt_text(args.prompt_length, vocab, seed) for seed in range(args.clients)],
-                           args.new_tokens)
-    server = serving.start(args.work, str(file), args=("--name", "lm", "--backend", "ort-cpu",
+                           args.new_tokens, args.backend)
+    server = serving.start(args.work, str(file), args=("--name", "lm", "--backend", args.backend,
                                                        "--max-batch-size", str(args.clients)))
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S,
@@ -160,7 +165,8 @@ def measure(name: str, args) -> dict:
     alone_rate = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in alone)
     prefill = statistics.median(r["ttft_s"] for r in alone)
     step = statistics.median(r["step_s"] for r in alone)
-    found = dict(model=name, clients=args.clients, new_tokens=args.new_tokens, prompt_length=args.prompt_length,
+    found = dict(model=name, backend=args.backend, in_place=args.ort_attention, clients=args.clients,
+                 new_tokens=args.new_tokens, prompt_length=args.prompt_length,
                  alone_tokens_per_s=alone_rate, alone_prefill_s=prefill, alone_step_s=step,
                  alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step),
                  library_tokens_per_s=library, alone_over_library=alone_rate / library, runs=[])
@@ -185,14 +191,21 @@ def main() -> None:
                         help="each client starts this long after the one before (0: all at once); several, "
                              "comma-separated: one run of the N clients each")
     parser.add_argument("--work", type=Path, default=Path("bench-batching"))
+    parser.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "openvino"],
+                        help="the backend the library and the server decode on")
+    parser.add_argument("--ort-attention", action="store_true",
+                        help="export with --ort-attention (the cache kept in place) and serve that file")
     args = parser.parse_args()
+    if args.ort_attention and args.backend != "ort-cpu":
+        parser.error("--ort-attention writes ONNX Runtime's GroupQueryAttention, which only ort-cpu runs")
     args.work.mkdir(parents=True, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True)
                 .stdout.splitlines() if line.startswith("Model name")), platform.processor())
     results = [measure(name, args) for name in args.models.split(",")]
     record = dict(cpu=cpu, date=datetime.date.today().isoformat(), results=results)
-    (args.work / "results.json").write_text(json.dumps(record, indent=1))
-    print(f"{cpu}, {record['date']}")
+    variant = ("" if args.backend == "ort-cpu" else f"-{args.backend}") + ("-in-place" if args.ort_attention else "")
+    (args.work / f"results{variant}.json").write_text(json.dumps(record, indent=1))
+    print(f"{cpu}, {record['date']}, --backend {args.backend}{' --ort-attention' if args.ort_attention else ''}")
     print("| model | clients start | tokens/s | x one client alone | step ms | TTFT p95 ms (each) | texts as alone |")
     for r in results:
         print(f"| {r['model']} | the library alone (`ptx generate`'s decode, no server) | {r['library_tokens_per_s']:.1f} | "
