@@ -3,15 +3,19 @@ random Qwen2 with Qwen2.5's chat template: a required or named call gives `tool_
 against the function's schema in 100 of 100 sampled answers (finish_reason "tool_calls"), a streamed call
 reassembles to the same call, `tool` messages are taken back into the conversation as the template renders
 them, "auto" answers text where the model calls nothing, and LangChain's bind_tools and with_structured_output
-return parsed objects where langchain-openai is installed. A template without tool syntax and bad tools
+return parsed objects where langchain-openai is installed. A model whose template writes Mistral Small 3.1's calls
+([TOOL_CALLS]name[CALL_ID]id[ARGS]{...}, control tokens of its tokenizer) answers the same client alike, its own ids
+kept and OpenAI's renamed for its template. A template without tool syntax and bad tools
 fields are in test_openai.py's hostile battery."""
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_openai_structured import client, local, server  # noqa: F401 - the same server fixtures
+import serving
+from test_openai_structured import TIMEOUT_S, client, local, server  # noqa: F401 - the same server fixtures
 from test_tool_calls import CONVERSATION, TOOLS, WEATHER
 
 openai = pytest.importorskip("openai")
@@ -90,3 +94,50 @@ def test_langchain_binds_tools_and_returns_structured_output(server):
               "required": ["city"], "additionalProperties": False}
     place = model.with_structured_output(schema, method="json_schema").invoke("Where?")
     assert isinstance(place, dict) and isinstance(place["city"], str)
+
+
+@pytest.fixture(scope="module")
+def mistral_client(tmp_path_factory):
+    """A tiny random Qwen2 behind a tokenizer laid out as Mistral's, with Mistral Small 3.1's template, exported by
+    `ptx export DIR` and served: the real client against it."""
+    import text_models
+    from ptx_command import ptx
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("mistral-served")
+    folder = text_models.mistral_tokenizer_folder(root / "folder", text_models.MISTRAL_CALL_ID_TEMPLATE)
+    text_models.qwen2(len(AutoTokenizer.from_pretrained(str(folder)))).save_pretrained(str(folder))
+    done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with serving.named(root / "no-runs", {"mistral": root / "export" / "model.onnx"}, 8) as running:
+        yield serving.openai_client(running, TIMEOUT_S)
+
+
+def test_a_mistral_model_s_calls_come_back_whole_and_streamed_with_its_own_ids(mistral_client):
+    def ask(seed, **extra):
+        return mistral_client.chat.completions.create(model="mistral", messages=ASK, tools=TOOLS,
+                                                      tool_choice="required", temperature=1.0, seed=seed,
+                                                      max_tokens=200, **extra)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = [r.choices[0] for r in pool.map(ask, range(20))]
+    for answer in got:
+        assert answer.finish_reason == "tool_calls" and answer.message.content is None
+        [made] = answer.message.tool_calls
+        assert re.fullmatch("[A-Za-z0-9]{9}", made.id)  # nine letters or digits, as its template demands
+        jsonschema.validate(json.loads(made.function.arguments), SCHEMAS[made.function.name])
+    parts = {"id": None, "name": "", "arguments": ""}
+    for chunk in ask(3, stream=True):
+        for delta in chunk.choices[0].delta.tool_calls or ():
+            parts["id"] = delta.id or parts["id"]
+            parts["name"] += delta.function.name or ""
+            parts["arguments"] += delta.function.arguments or ""
+    whole = got[3].message.tool_calls[0]
+    assert (parts["id"], parts["name"], parts["arguments"]) == (whole.id, whole.function.name, whole.function.arguments)
+    # the call sent back with OpenAI's id, and its tool's answer: renamed to nine characters, the two still paired
+    call_1 = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    sent = [ASK[0], {"role": "assistant", "content": None, "tool_calls": [call_1]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21"}]
+    back = mistral_client.chat.completions.create(model="mistral", messages=sent, tools=TOOLS, max_tokens=4)
+    assert back.usage.prompt_tokens > mistral_client.chat.completions.create(
+        model="mistral", messages=ASK, tools=TOOLS, max_tokens=4).usage.prompt_tokens
