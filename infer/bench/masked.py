@@ -44,18 +44,16 @@ def check_grammar(grammar: Grammar, target, generation) -> None:
 
 def _logits_width(target, generation) -> int | None:
     """The vocabulary of the file's logits, before any runtime opens it: its recorded signature's, else (a file
-    without ptx's record) its ONNX graph's output; None where neither says a number."""
+    without ptx's record) the signature its ONNX graph gives, as ONNX Runtime would; None where neither says a
+    number."""
     from ..formats.onnx_files import load_structure
+    from ..formats.onnx_graph import graph_signature
     from ..formats.signature import recorded_signature
 
     signature = recorded_signature(target.found.metadata, target.path) if target.found is not None else None
-    if signature is not None:
-        return vocabulary(signature, generation)
-    if target.kind != "onnx":
-        return None
-    logits = next((o for o in load_structure(target.path).graph.output if o.name == generation.logits), None)
-    dims = logits.type.tensor_type.shape.dim if logits is not None else ()
-    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    if signature is None and target.kind == "onnx":
+        signature = graph_signature(load_structure(target.path), target.path)
+    return vocabulary(signature, generation) if signature is not None else None
 
 
 def time_masked(model, prompts: list[list[int]], new_tokens: int, repeats: int, grammar: Grammar,
