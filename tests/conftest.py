@@ -209,6 +209,29 @@ def shared_folder(tmp_path_factory) -> Path | None:
     return tmp_path_factory.getbasetemp().parent / f"shared-runs-{run_id}" if run_id else None
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder ``name``, filled by ``make(folder)`` once for all the workers of the run (under a lock between
+    their processes; a marker in it says it is done), or this worker's own outside xdist (made at each call: call
+    it once)."""
+    shared = shared_folder(tmp_path_factory)
+    root = tmp_path_factory.mktemp(name) if shared is None else shared / name
+    with _held(root.parent / f"{name}.lock") if shared is not None else nullcontext():
+        if not (root / ".made").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            make(root)
+            (root / ".made").touch()
+    return root
+
+
+def _exported(folder: Path, root: Path, formats: str) -> None:
+    """`ptx export FOLDER --out ROOT/export --format FORMATS`, what it printed kept in ROOT/exported.log."""
+    from ptx_command import ptx
+
+    done = ptx("export", folder, "--out", root / "export", "--format", formats)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (root / "exported.log").write_text(done.stdout)
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Runs:
     return Runs(tmp_path_factory.mktemp("runs"), shared_folder(tmp_path_factory))
@@ -234,17 +257,10 @@ def chat_export(tmp_path_factory) -> dict:
     tokenizer with a chat template), exported once per session by `ptx export DIR --out OUT --format onnx`:
     {"folder": DIR, "file": OUT/model.onnx, "log": what export printed}."""
     import text_models
-    from ptx_command import ptx
 
     # Made once for all the workers (four files read it, never write it): each worker's own took 14 s.
-    shared = shared_folder(tmp_path_factory)
-    root = tmp_path_factory.mktemp("chat") if shared is None else shared / "chat"
-    with _held(root.parent / "chat.lock") if shared is not None else nullcontext():
-        if not (root / "exported.log").is_file():
-            folder = text_models.chat_folder(root / "chat-llama")
-            done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
-            assert done.returncode == 0, done.stdout + done.stderr
-            (root / "exported.log").write_text(done.stdout)
+    root = made_once(tmp_path_factory, "chat", lambda root: _exported(text_models.chat_folder(root / "chat-llama"),
+                                                                      root, "onnx"))
     return {"folder": root / "chat-llama", "file": root / "export" / "model.onnx",
             "log": (root / "exported.log").read_text()}
 
@@ -255,16 +271,9 @@ def tool_chat_export(tmp_path_factory) -> dict:
     Qwen2.5-Instruct's chat template), exported once per session by `ptx export DIR --out OUT --format onnx`:
     {"folder": DIR, "file": OUT/model.onnx}."""
     import text_models
-    from ptx_command import ptx
 
-    shared = shared_folder(tmp_path_factory)
-    root = tmp_path_factory.mktemp("tool-chat") if shared is None else shared / "tool-chat"
-    with _held(root.parent / "tool-chat.lock") if shared is not None else nullcontext():
-        if not (root / "exported.log").is_file():
-            folder = text_models.tool_chat_folder(root / "qwen2-tools")
-            done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
-            assert done.returncode == 0, done.stdout + done.stderr
-            (root / "exported.log").write_text(done.stdout)
+    root = made_once(tmp_path_factory, "tool-chat",
+                     lambda root: _exported(text_models.tool_chat_folder(root / "qwen2-tools"), root, "onnx"))
     return {"folder": root / "qwen2-tools", "file": root / "export" / "model.onnx"}
 
 
@@ -275,9 +284,7 @@ def tiny_decoders(tmp_path_factory):
     pytest.importorskip("transformers")
     from tiny_decoders import TinyDecoders
 
-    shared = shared_folder(tmp_path_factory)
-    return TinyDecoders(tmp_path_factory.mktemp("tiny-decoders") if shared is None else shared / "tiny-decoders",
-                        _held if shared is not None else lambda lock: nullcontext())
+    return TinyDecoders(lambda name, make: made_once(tmp_path_factory, f"tiny-decoders-{name}", make))
 
 
 @pytest.fixture(scope="session")
@@ -288,16 +295,9 @@ def embedding_export(tmp_path_factory) -> dict:
     "log": what export printed}."""
     pytest.importorskip("sentence_transformers", reason="pip install sentence-transformers (the test extra)")
     import embedding_models
-    from ptx_command import ptx
 
-    shared = shared_folder(tmp_path_factory)
-    root = tmp_path_factory.mktemp("embedding") if shared is None else shared / "embedding"
-    with _held(root.parent / "embedding.lock") if shared is not None else nullcontext():
-        if not (root / "exported.log").is_file():
-            folder = embedding_models.sentence_folder(root / "minilm")
-            done = ptx("export", folder, "--out", root / "export", "--format", "onnx,torchscript")
-            assert done.returncode == 0, done.stdout + done.stderr
-            (root / "exported.log").write_text(done.stdout)
+    root = made_once(tmp_path_factory, "embedding", lambda root: _exported(
+        embedding_models.sentence_folder(root / "minilm"), root, "onnx,torchscript"))
     out = root / "export"
     return {"folder": root / "minilm", "out": out, "onnx": out / "model.onnx", "torchscript": out / "model.torchscript.pt",
             "log": (root / "exported.log").read_text()}

@@ -156,8 +156,7 @@ def test_greedy_with_a_bias_and_penalties_keeps_its_own_tokens_with_guesses(file
     penalized = Sampling(presence_penalty=0.2, frequency_penalty=0.05, repetition_penalty=1.02, logit_bias={7: 1.0})
 
     def decoded(model, speculate):
-        return Decoding(model.runner.run, model.signature, model.generation, [LOOP], 40, eos=(),
-                        speculate=speculate).to_end(chooser_of(penalized))
+        return decoding(("arrays", model), [LOOP], 40, speculate).to_end(chooser_of(penalized))
 
     with load(files["plain"]) as model:
         want = decoded(model, None)

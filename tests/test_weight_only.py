@@ -27,6 +27,7 @@ from ptx.contract.reference_decoding import recorded_reference  # noqa: E402
 from ptx.export.formats.weight_only import constant_weights  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.files import file_sha256  # noqa: E402
+from tiny_decoders import llama  # noqa: E402
 from ptx.infer import load  # noqa: E402
 from ptx.infer.bench.wall import bytes_per_token  # noqa: E402
 from ptx.infer.formats.model_files import read_model_file  # noqa: E402
@@ -36,13 +37,8 @@ PROMPT = "5,17,93"
 
 
 def tied_llama():
-    """test_generate's Llama (logits far apart: no near-ties), its head tied to the embedding."""
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      initializer_range=0.2, tie_word_embeddings=True, bos_token_id=None,
-                                      eos_token_id=None)
-    return transformers.LlamaForCausalLM(config).eval()
+    """The tests' tiny Llama (logits far apart: no near-ties), its head tied to the embedding."""
+    return llama(VOCAB, tied=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ import transformers
 VOCAB = 128
 
 
-def llama():
+def llama(vocab: int = VOCAB, tied: bool = False):
+    """The Llama (``tied``: its head tied to the embedding, as test_weight_only quantizes it)."""
     torch.manual_seed(0)  # initializer_range 0.2: logits far apart enough that greedy choices are no near-ties
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+                                      initializer_range=0.2, tie_word_embeddings=tied, bos_token_id=None,
+                                      eos_token_id=None)
     return transformers.LlamaForCausalLM(config).eval()
 
 
@@ -48,12 +50,13 @@ FORMATS = {("llama", False): ["onnx"], ("gpt2", False): ["onnx", "torchscript"],
 
 
 class TinyDecoders:
-    """The decoders of BUILDERS exported once into ``root`` (shared by the run's workers under ``held``, a lock
-    between processes): ``[name]`` or ``.placed(name)`` (--ort-attention) -> (its model.onnx, what export said).
-    The files are read, never written: a test that changes one works on a copy."""
+    """The decoders of BUILDERS, each exported once by ``once(name, make) -> folder`` (conftest's made_once: shared
+    by the run's workers) the first time a test asks: ``[name]`` or ``.placed(name)`` (--ort-attention) -> (its
+    model.onnx, what export said), ``.int4(name)`` -> the plain file's int4 twin. The files are read, never written:
+    a test that changes one works on a copy."""
 
-    def __init__(self, root: Path, held):
-        self.root, self.held = root, held
+    def __init__(self, once):
+        self.once, self.folders = once, {}
 
     def __getitem__(self, name: str) -> tuple[Path, list[str]]:
         return self._made(name, False)
@@ -63,27 +66,28 @@ class TinyDecoders:
 
     def int4(self, name: str) -> Path:
         """The plain file's int4 twin, `ptx export model.onnx --format onnx-int4` of a copy in a folder of its own."""
-        from ptx_command import ptx
-
         f32, _ = self[name]
-        folder = self.root / f"{name}-int4"
-        with self.held(self.root / f"{folder.name}.lock"):
-            if not (folder / "model.int4.onnx").is_file():
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f32, folder / "model.onnx")
-                done = ptx("export", folder / "model.onnx", "--format", "onnx-int4")
-                assert done.returncode == 0, done.stdout + done.stderr
-        return folder / "model.int4.onnx"
+
+        def make(folder: Path) -> None:
+            from ptx_command import ptx
+
+            shutil.copy2(f32, folder / "model.onnx")
+            done = ptx("export", folder / "model.onnx", "--format", "onnx-int4")
+            assert done.returncode == 0, done.stdout + done.stderr
+        return self._folder(f"{name}-int4", make) / "model.int4.onnx"
 
     def _made(self, name: str, ort_attention: bool) -> tuple[Path, list[str]]:
-        from ptx.export.module import export_module
+        def make(folder: Path) -> None:
+            from ptx.export.module import export_module
 
-        folder = self.root / (f"{name}-ort-attention" if ort_attention else name)
-        said = folder / "exported.log"
-        with self.held(self.root / f"{folder.name}.lock"):
-            if not said.is_file():
-                lines: list[str] = []
-                export_module(BUILDERS[name](), None, folder, log=lines.append,
-                              formats=FORMATS[(name, ort_attention)], ort_attention=ort_attention)
-                said.write_text("\n".join(lines))
-        return folder / "model.onnx", said.read_text().split("\n")
+            lines: list[str] = []
+            export_module(BUILDERS[name](), None, folder, log=lines.append, formats=FORMATS[(name, ort_attention)],
+                          ort_attention=ort_attention)
+            (folder / "exported.log").write_text("\n".join(lines))
+        folder = self._folder(f"{name}-ort-attention" if ort_attention else name, make)
+        return folder / "model.onnx", (folder / "exported.log").read_text().split("\n")
+
+    def _folder(self, key: str, make) -> Path:
+        if key not in self.folders:  # asked once per process: a worker's own folder is made at each ask
+            self.folders[key] = self.once(key, make)
+        return self.folders[key]
