@@ -113,10 +113,15 @@ def test_ptx_generate_holds_answers_to_a_schema_or_a_regex(tool_chat_export, tmp
         assert done.returncode == 2 and says in done.stderr and not done.stdout.strip(), (args, done.stderr)
 
 
-def test_ptx_bench_times_each_row_again_held_to_the_schema(tool_chat_export, model, tmp_path):
+def test_ptx_bench_times_each_row_again_held_to_the_schema(tool_chat_export, model, tmp_path, monkeypatch):
     """The masked decoding bench times is held to the grammar (its answer validates; unmasked, the same prompt's
-    greedy answer does not parse), and `ptx bench --generate --json-schema` says its time beside the row's."""
+    greedy answer does not parse), and `ptx bench --generate --json-schema` says its time beside the row's, its
+    schema compiled once: the check before any backend opens and every decoding after it ask for the same
+    tokenizer (vocabulary, end ids) and grammar."""
+    from collections import OrderedDict
+
     from ptx.infer.bench.masked import time_masked
+    from ptx.infer.model import grammar as grammars
 
     ids = model.text.chat(ASK)
     masked = time_masked(model, [ids], TOKENS, 1, Grammar.json_schema(json.dumps(SCHEMA)), lambda _: None, "ort-cpu")
@@ -126,9 +131,13 @@ def test_ptx_bench_times_each_row_again_held_to_the_schema(tool_chat_export, mod
     assert not valid(model.text.decode(model.generate(ids, TOKENS)[0]))
     schema = tmp_path / "person.json"
     schema.write_text(json.dumps(SCHEMA))
+    compiled, tokenizers = OrderedDict(), {}
+    monkeypatch.setattr(grammars, "_GRAMMARS", compiled)
+    monkeypatch.setattr(grammars, "_TOKENIZERS", tokenizers)
     done = ptx("bench", tool_chat_export["file"], "--generate", "16", "--backends", "ort-cpu", "--rounds", "1",
                "--json-schema", schema)
     assert done.returncode == 0, done.stderr
+    assert len(tokenizers) == 1 and len(compiled) == 1, (list(tokenizers), list(compiled))
     head = next(line for line in done.stdout.splitlines() if line.startswith("runner"))
     assert "masked ms/token" in head and "mask cost" in head and "greedy held to JSON of its schema" in done.stdout
     refused = ptx("bench", tool_chat_export["file"], "--json-schema", schema)
