@@ -82,6 +82,35 @@ def test_any_json_object_and_a_regex(model):
     assert all(re.fullmatch(pattern, a.text) and a.finish_reason == "stop" for a in got), [a.text for a in got]
 
 
+def test_prompt_lookup_s_guesses_are_walked_by_the_grammar_and_keep_its_tokens_and_logprobs(model, monkeypatch):
+    """An answer held to a schema takes prompt lookup's guesses where the prompt shows its keys: greedy's tokens
+    and log-probabilities are those it gives without guesses, in fewer steps, and 20 sampled answers still parse.
+    A planted fault, the row's own grammar walking the guesses (a step keeps fewer than its chooser confirms, and
+    the row's grammar is given those again at the next step), parts from them."""
+    from ptx.infer.model import grammar as grammars
+    from ptx.infer.model.speculative import PromptLookup
+
+    example = json.dumps({"name": "Ada", "kind": "person", "age": 36, "tags": ["math"],
+                          "address": {"city": "London", "zip": "12345"}})
+    ids = model.text.chat([{"role": "user", "content": f"Describe someone as JSON, like {example} or {example}"}])
+    grammar = Grammar.json_schema(SCHEMA)
+
+    def answered(speculate, n=1, **sampling):
+        done = generate_text(model, [ids], model.text, Sampling(max_new_tokens=TOKENS, grammar=grammar, **sampling),
+                             n=n, eos=end_ids(model, model.text), speculate=speculate)
+        return done, done.decoded.decode_steps
+
+    (alone,), steps = answered(None, logprobs=2)
+    (guessed,), guessed_steps = answered(PromptLookup(), logprobs=2)
+    assert valid(guessed.text) and guessed.tokens == alone.tokens and guessed.logprobs == alone.logprobs
+    assert guessed_steps < steps, (guessed_steps, steps)
+    sampled, _ = answered(PromptLookup(), 20, temperature=1.0, seed=0)
+    assert [a.text for a in sampled if not valid(a.text)] == []
+    monkeypatch.setattr(grammars.Matcher, "copy", lambda self: self)
+    (planted,), _ = answered(PromptLookup(), logprobs=2)
+    assert planted.tokens != alone.tokens
+
+
 def test_a_schema_the_library_cannot_compile_is_one_line(model):
     with pytest.raises(GrammarError) as caught:
         answers(model, Grammar.json_schema({"type": "objectx"}), 1)

@@ -197,14 +197,14 @@ def test_logprobs_are_the_model_s_log_softmax_not_the_penalised_scores():
     chooser = Chooser(Sampling(logit_bias={3: 100}, logprobs=4))
     chosen = chooser(logits, _history(2))
     model = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True))
-    for row, taken in enumerate(chooser.taken):
+    for row, [taken] in enumerate(chooser.taken):
         assert taken.token == chosen[row] == 3
         assert abs(taken.logprob - model[row, 3]) < 1e-12
         order = np.argsort(-model[row], kind="stable")[:4]
         assert [t for t, _ in taken.top] == order.tolist()
         np.testing.assert_allclose([v for _, v in taken.top], model[row, order], atol=1e-12)
     biased = processed(logits, _history(2), chooser.params)
-    assert abs(chooser.taken[0].logprob - (biased[0, 3] - np.log(np.exp(biased[0]).sum()))) > 1  # not the scores'
+    assert abs(chooser.taken[0][0].logprob - (biased[0, 3] - np.log(np.exp(biased[0]).sum()))) > 1  # not the scores'
 
 
 def test_the_plain_argmax_serves_only_where_nothing_else_is_asked():

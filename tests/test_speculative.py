@@ -1,7 +1,8 @@
 """Prompt-lookup speculative decoding (infer/model/speculative.py) where users ask for it: `ptx generate --speculate
 ngram` gives greedy's tokens in fewer steps (ids and text), `ptx bench --generate --speculate ngram` times it beside
 greedy's row, the server's continuous batching keeps a greedy request's guesses (its tokens greedy's, alone and
-beside others), and the OpenAI API answers `ptx serve --speculate ngram` with the text the library gives greedy.
+beside others), and the OpenAI API answers `ptx serve --speculate ngram` with the text (and logprobs, and JSON held to
+its grammar) the library gives without guesses.
 The drafter itself: the continuation of the latest earlier match, the longest match first."""
 from __future__ import annotations
 
@@ -91,14 +92,22 @@ def test_the_server_s_batch_keeps_a_greedy_request_s_guesses_beside_others(chat)
 
 
 def test_openai_answers_ptx_serve_speculate_with_the_library_s_greedy_text(chat_export, chat, tmp_path):
+    """Greedy, streamed or whole, and with logprobs or held to JSON (whose requests take the guesses too): the text
+    and log-probabilities the library gives without guesses."""
+    from ptx.contract.grammar import Grammar
+
     pytest.importorskip("openai")
     ids = chat.text.chat([{"role": "user", "content": REPEATED}])
-    want = generate_text(chat, [ids], chat.text, Sampling(max_new_tokens=24))[0].text
+    want = generate_text(chat, [ids], chat.text, Sampling(max_new_tokens=24, logprobs=2))[0]
+    json_want = generate_text(chat, [ids], chat.text, Sampling(max_new_tokens=24, grammar=Grammar.json_object()))[0]
+    asked = dict(model="chat", messages=[{"role": "user", "content": REPEATED}], max_tokens=24, temperature=0)
     with serving.running(tmp_path, chat_export["file"], args=("--name", "chat", "--speculate", "ngram")) as server:
         client = serving.openai_client(server, TIMEOUT_S)
-        answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": REPEATED}],
-                                                max_tokens=24, temperature=0)
+        answer = client.chat.completions.create(**asked)
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": REPEATED}], max_tokens=24, temperature=0, stream=True)
-            if chunk.choices)
-    assert answer.choices[0].message.content == want == streamed
+            **asked, stream=True) if chunk.choices)
+        scored = client.chat.completions.create(**asked, logprobs=True, top_logprobs=2).choices[0]
+        held = client.chat.completions.create(**asked, response_format={"type": "json_object"}).choices[0]
+    assert answer.choices[0].message.content == want.text == streamed == scored.message.content
+    assert [t.logprob for t in scored.logprobs.content] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
+    assert held.message.content == json_want.text

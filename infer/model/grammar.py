@@ -115,6 +115,11 @@ class Matcher:
     def advance(self, token: int) -> None:
         self.matcher.consume_token(int(token))
 
+    def copy(self) -> "Matcher":
+        """A matcher in this one's state that goes on alone (llguidance's deep copy: rolling back is not an inverse
+        of advancing here, as an end id after a complete answer is not counted as a token)."""
+        return Matcher(self.matcher.deep_copy(), self.vocab, np.flatnonzero(self._end))
+
     @property
     def error(self) -> str | None:
         """llguidance's reason where the matcher refused a token, else None."""

@@ -156,10 +156,7 @@ class Model:
         prompt's run and of the steps after it. ``sampling``: how each token is chosen (default greedy);
         ``speculate``: a drafter (infer/model/speculative.py) whose guesses greedy keeps where it confirms them, and
         sampling by speculative sampling (its distribution kept)."""
-        choose = chooser_of(sampling)
-        guessing = sampling is None or sampling.takes_guesses
-        return self.decoding(ids, max_new_tokens, eos, sampling,
-                             speculate=speculate if guessing else None).to_end(choose)
+        return self.decoding(ids, max_new_tokens, eos, sampling, speculate=speculate).to_end(chooser_of(sampling))
 
 
     def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None, *, temperature: float = 0.0,

@@ -67,7 +67,7 @@ class Answering:
         self.top = sampling.logprobs
         self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling,
                                        keep_prompt_logits=prompt_logprobs and self.top is not None,
-                                       speculate=speculate if sampling.takes_guesses else None)
+                                       speculate=speculate)
         self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)], self._constraints(sampling, text))
         self.on_text = on_text or (lambda row, piece: None)
         self.on_logprob = on_logprob or (lambda row, taken: None)
@@ -92,8 +92,9 @@ class Answering:
             if token is None or token in self.decoding.eos:  # ended, or its end: no text
                 continue
             if self.logprobs is not None:
-                self.logprobs[row].append(self.choose.taken[row])
-                self.on_logprob(row, self.choose.taken[row])
+                taken = self.choose.taken[row].pop(0)  # the step's tokens come in the order they were chosen
+                self.logprobs[row].append(taken)
+                self.on_logprob(row, taken)
             piece = self.streams[row].feed(token)
             if piece:
                 self.on_text(row, piece)

@@ -65,8 +65,7 @@ from ptx.contract.names import PRECISIONS, model_name
                    "lookup's guesses (ngram) or a draft model's (FILE: a small LM exported by ptx with the model's "
                    "tokenizer, on the model's backend) and keep those its choice confirms: a greedy request's own "
                    "tokens (with its logit_bias and penalties) in fewer steps, a sampled one's by speculative "
-                   "sampling (its distribution kept); requests held to a grammar or asking for logprobs decode as "
-                   "without it.")
+                   "sampling (its distribution kept), held to a grammar or with logprobs alike.")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
               help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "

@@ -79,11 +79,15 @@ class Grammar:
 
 class Constraint(Protocol):
     """One row's grammar as the chooser asks it at each step: ``allowed()`` the tokens that may come next (a
-    boolean array over the vocabulary), ``advance(token)`` once the row has taken a token."""
+    boolean array over the vocabulary), ``advance(token)`` once the row has taken a token, and ``copy()`` one
+    that goes on from here on its own (the chooser walks a drafter's guesses on a copy: the row may keep fewer
+    of them than the chooser confirms, and its own constraint then takes only those)."""
 
     def allowed(self) -> np.ndarray: ...
 
     def advance(self, token: int) -> None: ...
+
+    def copy(self) -> "Constraint": ...
 
 
 __all__ = ["Constraint", "Grammar", "GrammarError"]

@@ -119,14 +119,6 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    @property
-    def takes_guesses(self) -> bool:
-        """Whether a drafter's guesses leave this choice's tokens as they would be: a choice with no grammar to
-        advance and no log-probabilities to report, each one a token at a time (greedy's, biased or penalized too,
-        keeps a guess where it is its argmax over the guesses kept before; a draw, by speculative sampling:
-        Chooser.speculated)."""
-        return self.grammar is None and self.logprobs is None
-
     def but(self, **changes) -> "Sampling":
         """This record with ``changes`` (None values left as they are)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -290,7 +282,9 @@ class Chooser:
 
     Its first call is the prompt's step: each row's history then is its prompt, so the answer's tokens (which
     the presence and frequency penalties count) are what comes after. Where ``params.logprobs`` asks, ``taken``
-    holds each row's chosen token's log-probability (ptx.contract.logprobs) after each call.
+    holds each row's chosen tokens' log-probabilities (ptx.contract.logprobs) after each call, in the order
+    chosen: one, or a step's kept guesses and the token after them (``speculated``). A decoding may keep fewer
+    (an end id, a stop string): the next call replaces them.
 
     ``constraints``: one per row (ptx.contract.grammar.Constraint), where the answer must match a grammar. Each
     call first gives every row's constraint the tokens its history took since the last call (what the decoding
@@ -304,13 +298,13 @@ class Chooser:
         self.rngs: list[np.random.Generator] | None = None
         self.answer_starts: list[int] | None = None
         self._fed: list[int] | None = None  # each row's history length its constraint has seen
-        self.taken: list[TokenLogprob] | None = None
+        self.taken: list[list[TokenLogprob]] | None = None  # each row's tokens' of the last call, in order
 
     def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
         self._start(history)
         chosen = choose(logits, history, self.params, self.rngs, self.answer_starts, self._allowed(logits, history))
         if self.params.logprobs is not None:
-            self.taken = chosen_logprobs(logits, chosen, self.params.logprobs)
+            self.taken = [[taken] for taken in chosen_logprobs(logits, chosen, self.params.logprobs)]
         return chosen
 
     def _start(self, history: Sequence[Sequence[int]]) -> None:
@@ -324,11 +318,9 @@ class Chooser:
                 keys = [0] * len(history) if self.params.seed is not None else range(len(history))
             self.rngs = row_generators(self.params.seed, keys)
 
-    @property
-    def speculates(self) -> bool:
-        """Whether ``speculated`` keeps this choice's tokens (greedy's) or their distribution (sampled): one with no
-        grammar to advance and no log-probabilities to report (each one a token at a time)."""
-        return self.params.takes_guesses and self.constraints is None
+    # ``speculated`` keeps every choice's tokens (greedy's) or their distribution (sampled), held to a grammar and
+    # with log-probabilities too: a decoding may run a drafter's guesses for any request this chooser makes.
+    speculates = True
 
     def speculated(self, ahead: np.ndarray, drafts: Sequence[Sequence[int]], history: Sequence[Sequence[int]],
                    rows: Sequence[int]) -> list[list[int]]:
@@ -336,50 +328,73 @@ class Chooser:
         (guesses made without a draw: each one certain, as prompt lookup's and a greedy draft model's are) after its
         next token, ``ahead`` [batch, positions, vocab] the logits after each: for each of ``rows``, its guesses
         kept while its draw falls under the probability this choice gives the guess there (its scores as
-        ``processed`` makes them, over the history with the guesses kept so far), then a draw from that
-        distribution with the refused guess taken out (renormalized), or after every guess kept, a draw from the
-        distribution after the last. Each token is distributed as plain sampling's would be, given the ones before
-        (the draws are others). Greedy (with a logit bias or penalties, which ``processed`` applies over the guesses
-        kept so far) keeps each guess that is its argmax there, then its argmax where one is not. The other rows take
-        none ([])."""
+        ``processed`` makes them, over the history with the guesses kept so far, under the row's grammar's mask
+        after them), then a draw from that distribution with the refused guess taken out (renormalized), or after
+        every guess kept, a draw from the distribution after the last. Each token is distributed as plain
+        sampling's would be, given the ones before (the draws are others). Greedy (with a logit bias, penalties or
+        a grammar alike) keeps each guess that is its argmax there, then its argmax where one is not. The grammar
+        walks the guesses on a copy of the row's constraint: the row's own takes what the decoding appends, at the
+        next call. Where log-probabilities are asked, ``taken`` holds each kept token's, in order. The other rows
+        take none ([])."""
         self._start(history)
+        self._feed(history)
         taken: list[list[int]] = [[] for _ in drafts]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in drafts]
         for row in rows:
             seen = list(history[row])
+            walk = None if self.constraints is None else self.constraints[row].copy()
             for j in range(len(drafts[row]) + 1):
-                scores = processed(ahead[row, j][None], [seen], self.params, [self.answer_starts[row]])
-                if self.params.greedy:
-                    if j < len(drafts[row]) and confirms(scores[0], int(drafts[row][j])):
-                        taken[row].append(int(drafts[row][j]))
-                        seen.append(int(drafts[row][j]))
-                        continue
-                    taken[row].append(int(np.argmax(scores[0])))
+                allowed = None if walk is None else walk.allowed()[None, :ahead.shape[-1]]
+                scores = processed(ahead[row, j][None], [seen], self.params, [self.answer_starts[row]], allowed)
+                guess = int(drafts[row][j]) if j < len(drafts[row]) else None
+                token, kept = self._verdict(scores, guess, row)
+                taken[row].append(token)
+                if self.params.logprobs is not None:
+                    logprobs[row] += chosen_logprobs(ahead[row, j][None], [token], self.params.logprobs)
+                if not kept:
                     break
-                p, rng = _softmax(scores)[0], self.rngs[row]
-                if j < len(drafts[row]):
-                    guess = int(drafts[row][j])
-                    if keeps(p, guess, rng.random()):
-                        taken[row].append(guess)
-                        seen.append(guess)
-                        continue
-                    p = refused(p, guess)
-                taken[row].append(_drawn(p, rng.random()))
-                break
+                seen.append(token)
+                if walk is not None:
+                    walk.advance(token)
+        if self.params.logprobs is not None:
+            self.taken = logprobs
         return taken
+
+    def _verdict(self, scores: np.ndarray, guess: int | None, row: int) -> tuple[int, bool]:
+        """(the token this choice takes at a position whose processed ``scores`` [1, vocab] follow the guesses kept
+        so far, whether it is ``guess``, kept): greedy's argmax, or the guess kept by the row's draw (else a draw
+        without it)."""
+        if self.params.greedy:
+            if guess is not None and confirms(scores[0], guess):
+                return guess, True
+            return int(np.argmax(scores[0])), False
+        p, rng = _softmax(scores)[0], self.rngs[row]
+        if guess is not None:
+            if keeps(p, guess, rng.random()):
+                return guess, True
+            p = refused(p, guess)
+        return _drawn(p, rng.random()), False
 
     def _allowed(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray | None:
         """The constraints' masks [batch, vocab], each advanced by what its row took since the last call."""
         if self.constraints is None:
             return None
-        if len(self.constraints) != len(logits):
-            raise ValueError(f"{len(self.constraints)} constraints for {len(logits)} rows: give one per row")
+        self._feed(history)
         allowed = np.empty(logits.shape, dtype=bool)
+        for row, constraint in enumerate(self.constraints):
+            allowed[row] = constraint.allowed()[:logits.shape[1]]
+        return allowed
+
+    def _feed(self, history: Sequence[Sequence[int]]) -> None:
+        """Each row's constraint advanced by what its row took since the last call."""
+        if self.constraints is None:
+            return
+        if len(self.constraints) != len(history):
+            raise ValueError(f"{len(self.constraints)} constraints for {len(history)} rows: give one per row")
         for row, (constraint, seen) in enumerate(zip(self.constraints, history)):
             for token in seen[self._fed[row]:]:
                 constraint.advance(int(token))
             self._fed[row] = len(seen)
-            allowed[row] = constraint.allowed()[:logits.shape[1]]
-        return allowed
 
 
 def confirms(scores: np.ndarray, guess: int) -> bool:
