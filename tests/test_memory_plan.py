@@ -222,6 +222,30 @@ def test_every_fits_question_plans_a_file_at_what_its_backend_holds_for_its_layo
     assert "needs about" in memory_plan.opening_shortfall(ort, "ort-cpu", external)
 
 
+def test_openvino_plans_a_weight_only_int8_file_as_f32_of_its_weights_and_a_q_dq_one_at_its_own_figure(onnx_file,
+                                                                                                      tmp_path):
+    """OpenVINO compiles an int8 Q/DQ graph's weights back to f32 (13x its file), while a weight-only file's are
+    widened where each MatMul reads them (2.41x a 3B model's int8w file): planned at the Q/DQ figure, the 4.74 GB
+    file needed 68 GB and was refused on a 24 GB machine where it opened and decoded in 11.5 GB."""
+    import shutil
+
+    from ptx.contract.names import weight_only_file
+    from ptx.infer.runtime import backends as registry
+
+    openvino = registry.get("openvino")
+    files = {}
+    for name in ("model.int8w.onnx", "model.openvino-int8w.onnx", "model.int8.onnx", "model.openvino-int8.onnx"):
+        files[name] = tmp_path / name
+        shutil.copy(onnx_file, files[name])  # the same weights under each name an export writes
+    weights = memory_plan.weights_bytes(onnx_file)
+    for name, path in files.items():
+        held = openvino.holds if weight_only_file(path) else dict(openvino.holds_at)["int8"]
+        assert memory_plan.opening_need(openvino, path, "int8") == held * weights + openvino.opens_with, name
+    assert [weight_only_file(p) for p in files.values()] == [True, True, False, False]
+    assert openvino.compiled_copy("int8", weight_only=True) == openvino.compiled_copy("f32") < \
+        openvino.compiled_copy("int8")
+
+
 def test_a_closed_runner_lets_its_runtime_go_and_says_so_when_run(onnx_file):
     from ptx.infer import load
 

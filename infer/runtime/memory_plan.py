@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ptx.contract.names import weight_only_file
 from ptx.contract.onnx_wire import external_data_files
 from ptx.errors import BackendUnavailableError
 from ptx.machine import MEMORY_LIMIT_ENV, available_memory, memory_limit
@@ -92,7 +93,8 @@ def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
     if not weights:  # no such file: its opening says why
         return 0.0
     external = backend.holds_external is not None and path.suffix.lower() == ".onnx" and weights > path.stat().st_size
-    return (backend.holds_external if external else backend.holds_for(precision)) * weights + backend.opens_with
+    held = backend.holds_external if external else backend.holds_for(precision, weight_only_file(path))
+    return held * weights + backend.opens_with
 
 
 def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32",

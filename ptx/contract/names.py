@@ -65,6 +65,15 @@ EXPORT_INFIXES = tuple(sorted({name[len("model"):name.rindex(".")] for name in A
                                if name.startswith("model.") and name.count(".") > 1}, key=len, reverse=True))
 
 
+def weight_only_file(path) -> bool:
+    """Whether a file's name is one a weight-only export writes (model.int8w.onnx, net.openvino-int4.onnx): its
+    MatMul weights stored in 4 or 8 bits, each widened where it is read, the rest of the graph f32."""
+    from pathlib import Path
+
+    stem = Path(path).name.removesuffix(".onnx")
+    return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in WEIGHT_ONLY_FORMATS)
+
+
 def int8_format(metadata) -> str:
     """Which reduced format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
     else onnx-int8, the only one there was before."""

@@ -14,7 +14,9 @@ register(Backend(name="openvino", artifact="onnx", devices=("cpu",), open=lazy("
                  # the read model and one compiled shape (the runner keeps more only where memory has room):
                  # 2.35x a 134 MB MLP's weights, 2.10x a 504 MB one's (bf16: 2.11x, 2.03x; scripts/backend_memory.py,
                  # Intel Xeon, 2026-11-26), 2.2x a 783 MB Qwen2's (AMD EPYC); a dynamically quantized int8 graph is
-                 # compiled to f32 weights: 13x its file at its peak, its compiled shape (below) and the graph read
+                 # compiled to f32 weights: 13x its file at its peak, its compiled shape (below) and the graph read;
+                 # a weight-only file holds as f32 of its own weights (Backend.holds_for): 2.41x Qwen2.5-3B's int8w
+                 # file, 4.74 GB, opened and decoding (AMD EPYC, 2026-11-29)
                  holds=2.4, holds_at=(("int8", 13.0),),
                  # each further compiled shape: the CPU plugin repacks the weights for it (783 MB Qwen2: 1.0x at
                  # f32, 0.7x at bf16; the int8 Qwen2-0.5B: 12.6x its file, 6.1 GB; a weight-only int4 file, taken as
