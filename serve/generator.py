@@ -88,7 +88,7 @@ class Generator:
     def __init__(self, name: str, model: Model, generation: Generation, max_tokens: int = DEFAULT_MAX_TOKENS,
                  choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS, speculate: str | None = None):
         self.name, self.model, self.generation, self.choose = name, model, generation, choose
-        # the drafter (--speculate) whose guesses a greedy request's steps run and keep where greedy confirms them
+        # the drafter (--speculate) whose guesses each request's steps run and keep where its choice confirms them
         self.speculate = drafter_of(speculate, target=model)
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
@@ -140,8 +140,8 @@ class Generator:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
         try:  # the model's own decoding: an encoder-decoder's runs its encoder at the first step
-            return self.model.decoding(prompts, max_tokens, eos,
-                                       speculate=self.speculate if self.choose is GREEDY else None)
+            guessing = getattr(self.choose, "speculates", self.choose is GREEDY)  # a choice that keeps guesses
+            return self.model.decoding(prompts, max_tokens, eos, speculate=self.speculate if guessing else None)
         except InputError as exc:
             raise RequestError(str(exc)) from None
         except OutOfMemoryPlan as exc:  # its cache cannot fit beside what the server holds now: later, or less

@@ -39,7 +39,7 @@ class ServeOptions:
     keep_alive_seconds: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 2000  # open REST connections at most (lowered to fit the file limit)
     max_tokens: int = DEFAULT_MAX_TOKENS  # new tokens a generate request may ask for (and the model's positions allow)
-    speculate: str | None = None  # a drafter whose guesses greedy requests keep where greedy confirms them (ngram)
+    speculate: str | None = None  # a drafter whose guesses requests keep where their choice confirms them (ngram)
 
 
 class Service:

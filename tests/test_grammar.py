@@ -102,7 +102,10 @@ def test_prompt_lookup_s_guesses_are_walked_by_the_grammar_and_keep_its_tokens_a
 
     (alone,), steps = answered(None, logprobs=2)
     (guessed,), guessed_steps = answered(PromptLookup(), logprobs=2)
-    assert valid(guessed.text) and guessed.tokens == alone.tokens and guessed.logprobs == alone.logprobs
+    assert valid(guessed.text) and guessed.tokens == alone.tokens
+    # a step over several positions rounds its logits otherwise than one over one: f32's noise, far below 1e-5
+    assert [t.token for t in guessed.logprobs] == [t.token for t in alone.logprobs]
+    assert [t.logprob for t in guessed.logprobs] == pytest.approx([t.logprob for t in alone.logprobs], abs=1e-5)
     assert guessed_steps < steps, (guessed_steps, steps)
     sampled, _ = answered(PromptLookup(), 20, temperature=1.0, seed=0)
     assert [a.text for a in sampled if not valid(a.text)] == []

@@ -109,5 +109,5 @@ def test_openai_answers_ptx_serve_speculate_with_the_library_s_greedy_text(chat_
         scored = client.chat.completions.create(**asked, logprobs=True, top_logprobs=2).choices[0]
         held = client.chat.completions.create(**asked, response_format={"type": "json_object"}).choices[0]
     assert answer.choices[0].message.content == want.text == streamed == scored.message.content
-    assert [t.logprob for t in scored.logprobs.content] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
+    assert [t.logprob for t in scored.logprobs.content] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-5)
     assert held.message.content == json_want.text

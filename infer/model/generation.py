@@ -116,7 +116,7 @@ class Decoding(Rows):
     tensors ``generation`` names (None: the model has no cache, refused in one line naming ``name``), its cache
     ``cache`` (the runner's new_cache(); default numpy arrays through ``run``). A prompt ends at an id of ``eos``
     (default: the file's; ``()`` runs every step) or at its last token. ``speculate``: a Drafter whose guesses
-    each step runs after each row's next token (for a greedy choice: sampled rows keep the first position only).
+    each step runs after each row's next token, kept as far as the choice confirms them (``take``).
 
     ``step()`` runs the decoder on what is pending and returns its Step; ``append(tokens)`` gives one token
     per prompt for it (ignored for a prompt already done) and returns each prompt's new token (None where

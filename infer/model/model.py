@@ -129,8 +129,8 @@ class Model:
         source token ids, or features (an array: Whisper's log-mel frames); its decoder starts from the
         contract's start ids (infer/model/encoder_decoding.py). ``keep_prompt_logits``: the prompt's run keeps
         its logits at every position (``Decoding.prompt_logits``: the prompt's own log-probabilities), for a
-        decoder-only model. ``speculate``: a drafter (infer/model/speculative.py) whose guesses each step runs, for
-        a greedy choice."""
+        decoder-only model. ``speculate``: a drafter (infer/model/speculative.py) whose guesses each step runs, kept
+        as far as the choice confirms them (Decoding.take)."""
         generation = self.generation
         stops = eos
         if sampling is not None and sampling.stop_ids:

@@ -123,7 +123,8 @@ def generate_text(model, prompts: Sequence[Sequence[int]], text: Text, sampling:
                   wanted: Callable[[], bool] = lambda: True, speculate=None) -> Answers:
     """``n`` answers to each of ``prompts`` in one batch (``Answering``), pulled while ``wanted()`` says so
     (a client still there); an answer ends at an end-of-sequence or stop id, or at a stop string. ``speculate``:
-    a drafter (infer/model/speculative.py) whose guesses a greedy answer keeps where it confirms them."""
+    a drafter (infer/model/speculative.py) whose guesses each answer keeps where its choice confirms them (greedy's
+    tokens, a sampled answer's distribution, held to its grammar alike)."""
     answering = Answering(model, prompts, text, sampling, n=n, eos=eos, on_text=on_text, speculate=speculate)
     while not answering.decoding.finished and wanted():
         decoding = answering.decoding

@@ -70,7 +70,8 @@ def weight_only_file(path) -> bool:
     MatMul weights stored in 4 or 8 bits, each widened where it is read, the rest of the graph f32."""
     from pathlib import Path
 
-    stem = Path(path).name.removesuffix(".onnx")
+    name = Path(path).name.lower()
+    stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
     return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in WEIGHT_ONLY_FORMATS)
 
 

@@ -318,9 +318,12 @@ class Chooser:
                 keys = [0] * len(history) if self.params.seed is not None else range(len(history))
             self.rngs = row_generators(self.params.seed, keys)
 
-    # ``speculated`` keeps every choice's tokens (greedy's) or their distribution (sampled), held to a grammar and
-    # with log-probabilities too: a decoding may run a drafter's guesses for any request this chooser makes.
-    speculates = True
+    @property
+    def speculates(self) -> bool:
+        """Whether a decoding may run a drafter's guesses for this choice: ``speculated`` keeps its tokens
+        (greedy's) or their distribution (sampled), with log-probabilities too, and held to a grammar whose
+        constraints can be copied to walk the guesses (Constraint.copy; one without decodes a token a step)."""
+        return self.constraints is None or all(callable(getattr(c, "copy", None)) for c in self.constraints)
 
     def speculated(self, ahead: np.ndarray, drafts: Sequence[Sequence[int]], history: Sequence[Sequence[int]],
                    rows: Sequence[int]) -> list[list[int]]:
