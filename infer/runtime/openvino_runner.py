@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from ptx.contract.generation import GENERATION_KEY, layout_of, of_metadata
-from ptx.contract.names import FULL_PRECISION, WEIGHT_ONLY_FORMATS, weight_only_file
+from ptx.contract.names import FULL_PRECISION, weight_only_file
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError, PtxWarning, first_line
 
 from ..formats.signature import Opening
@@ -150,8 +150,7 @@ class OpenVinoRunner(Runner):
         self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self._lock = threading.Lock()
         weights = weights_bytes(path)
-        weight_only = (opening.metadata or {}).get("format") in WEIGHT_ONLY_FORMATS or weight_only_file(path)
-        per_shape = registry.get("openvino").compiled_copy(precision, weight_only)
+        per_shape = registry.get("openvino").compiled_copy(precision, weight_only_file(path, opening.metadata))
         self.shapes_kept = compiled_shapes_room(weights, per_shape, SHAPE_CACHE)
         self._cache: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()  # the most recently used last
         # A decoder with its cache meets a new past length at every step: compiled once with its dynamic

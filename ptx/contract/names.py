@@ -65,11 +65,15 @@ EXPORT_INFIXES = tuple(sorted({name[len("model"):name.rindex(".")] for name in A
                                if name.startswith("model.") and name.count(".") > 1}, key=len, reverse=True))
 
 
-def weight_only_file(path) -> bool:
-    """Whether a file's name is one a weight-only export writes (model.int8w.onnx, net.openvino-int4.onnx): its
-    MatMul weights stored in 4 or 8 bits, each widened where it is read, the rest of the graph f32."""
+def weight_only_file(path, metadata=None) -> bool:
+    """Whether a file is a weight-only export's (its MatMul weights stored in 4 or 8 bits, each widened where it is
+    read, the rest of the graph f32): by the format its ``metadata`` records where it records one, else by its
+    name (model.int8w.onnx, net.openvino-int4.onnx), as a plan that has read nothing yet tells it."""
     from pathlib import Path
 
+    recorded = (metadata or {}).get("format")
+    if recorded:
+        return recorded in WEIGHT_ONLY_FORMATS
     name = Path(path).name.lower()
     stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
     return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in WEIGHT_ONLY_FORMATS)
