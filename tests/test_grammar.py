@@ -72,6 +72,34 @@ def test_greedy_and_100_sampled_answers_validate_against_the_schema(model):
     assert not any(valid(a.text) for a in free)
 
 
+def test_a_vocabulary_padded_past_its_tokenizer_never_allows_a_padding_id(model, tool_chat_export, monkeypatch):
+    """Qwen2.5's logits are wider than its tokenizer (151,936 rows for 151,665 words), and so are this model's:
+    the ids past the tokenizer are scored, so a mask must leave them out. At every step of 20 sampled answers each
+    mask is the logits' width and allows no padding id; a planted fault (the mask allows them) is caught by the
+    same answers no longer parsing (llguidance refuses the id, and the row can only end)."""
+    from ptx.infer.model import grammar as grammars
+
+    words = model.text.tokenizer.get_vocab_size()
+    logits = json.loads((tool_chat_export["folder"] / "config.json").read_text())["vocab_size"]
+    assert logits > words
+    masks = []
+    allowed = grammars.Matcher.allowed
+    monkeypatch.setattr(grammars.Matcher, "allowed", lambda self: masks.append(allowed(self)) or masks[-1])
+    sampled = answers(model, Grammar.json_schema(SCHEMA), 20, temperature=1.0, seed=5)
+    assert [a.text for a in sampled if not valid(a.text)] == []
+    assert len(masks) > 200 and {m.shape[0] for m in masks} == {logits}
+    assert not any(m[words:].any() for m in masks)
+
+    def padding_allowed(self):
+        mask = allowed(self).copy()
+        mask[words:] = True
+        return mask
+
+    monkeypatch.setattr(grammars.Matcher, "allowed", padding_allowed)
+    planted = answers(model, Grammar.json_schema(SCHEMA), 20, temperature=1.0, seed=5)
+    assert sum(not valid(a.text) for a in planted) > 10
+
+
 def test_any_json_object_and_a_regex(model):
     # any object, of any length: an answer that ends (not cut at its tokens, as OpenAI's JSON mode says) parses
     got = answers(model, Grammar.json_object(), 20, temperature=1.0, seed=1)

@@ -163,7 +163,9 @@ def qwen2(vocab: int, seed: int = 0):
 def tool_chat_folder(folder: Path) -> Path:
     """The save_pretrained folder of a tiny Qwen2 and its tokenizer with Qwen2.5's tool-calling template."""
     words = tool_tokenizer()
-    qwen2(len(words)).save_pretrained(str(folder))
+    # Padded past the tokenizer as Qwen2.5's logits are (151,936 rows for 151,665 tokens, a multiple of 128 for
+    # the GPU's matmul): ids no tokenizer word has are scored, and a grammar must never allow them.
+    qwen2(-(-len(words) // 128) * 128).save_pretrained(str(folder))
     words.save_pretrained(str(folder))
     return folder
 
