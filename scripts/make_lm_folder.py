@@ -16,6 +16,12 @@ order, a new shard past --shard-size).
 ``--tokenizer FILE`` gives the folder that tokenizer.json (scripts/grammar_cost.py trains a 32k-token one on the
 standard library's sources) with the ChatML template, its vocabulary the config's and its <|endoftext|> the end
 id: a model whose grammar mask is as costly as a real 32k vocabulary's (`ptx bench --generate --json-schema`).
+``--qwen-chat`` makes that tokenizer Qwen2.5-Instruct's kind: its chat template (which renders tools), ChatML's
+special tokens with <|im_end|> the end of a turn, the <tool_call> words, and logits padded past the tokenizer to
+a multiple of 128 as Qwen2.5's are (151,936 rows for 151,665 words): what a tool-calling app is served
+(scripts/openai_check.py).
+
+    python scripts/make_lm_folder.py qwen2.5-0.5b /tmp/qt --tokenizer grammar-cost/tokenizer-32000.json --qwen-chat
 """
 from __future__ import annotations
 
@@ -131,17 +137,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-tokenizer", action="store_true", help="leave the tokenizer out")
     parser.add_argument("--tokenizer", type=Path, metavar="FILE", help="this tokenizer.json instead of the tiny one "
                         "(its vocabulary the config's, <|endoftext|> the end id)")
+    parser.add_argument("--qwen-chat", action="store_true", help="with --tokenizer: Qwen2.5-Instruct's chat "
+                        "template (tools), ChatML's specials and <tool_call> words, logits padded to a multiple of 128")
     args = parser.parse_args(argv)
+    if args.qwen_chat and args.tokenizer is None:
+        parser.error("--qwen-chat dresses a given tokenizer: give --tokenizer FILE too")
     config = CONFIGS[args.config]
+    given = None
     if args.tokenizer is not None:
-        from tokenizers import Tokenizer
-
-        given = Tokenizer.from_file(str(args.tokenizer))
-        end = given.token_to_id("<|endoftext|>")
+        given = _given_tokenizer(args.tokenizer, args.qwen_chat)
+        end = given.convert_tokens_to_ids(given.eos_token)
         if end is None:
             parser.error(f"{args.tokenizer} has no <|endoftext|> token to end an answer with")
-        config = {**config, "vocab_size": given.get_vocab_size(with_added_tokens=True), "bos_token_id": None,
-                  "eos_token_id": end}
+        words = len(given)
+        config = {**config, "vocab_size": -(-words // 128) * 128 if args.qwen_chat else words,
+                  "bos_token_id": None, "eos_token_id": end}
     limit = _bytes(args.shard_size) if args.shard_size else SHARD_BYTES[args.config]
     named = tensors(config)
     groups = shards(named, limit)
@@ -162,17 +172,32 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(HERE.parent / "tests"))
         import text_models
 
-        if args.tokenizer is None:
-            text_models.tokenizer().save_pretrained(str(args.out))
-        else:
-            from transformers import PreTrainedTokenizerFast
-
-            PreTrainedTokenizerFast(tokenizer_file=str(args.tokenizer), eos_token="<|endoftext|>",
-                                    chat_template=text_models.CHAT_TEMPLATE).save_pretrained(str(args.out))
+        (text_models.tokenizer() if given is None else given).save_pretrained(str(args.out))
     params = sum(_count(s) for _, s in named)
     print(f"{args.out}: {params / 1e9:.2f}B parameters, {total / 1e9:.2f} GB of bfloat16 in {len(groups)} shards",
           file=sys.stderr)
     return 0
+
+
+def _given_tokenizer(path: Path, qwen_chat: bool):
+    """The tokenizer.json at ``path`` with a chat template: ChatML's, <|endoftext|> the end; or, ``qwen_chat``,
+    Qwen2.5-Instruct's as tests/text_models.py's tool-calling tokenizer has it (ChatML's specials added, the
+    <tool_call> words added as text the model writes, <|im_end|> the end of a turn)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import text_models
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    if not qwen_chat:
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token="<|endoftext|>",
+                                       chat_template=text_models.CHAT_TEMPLATE)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        chat_template=text_models.QWEN25_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        AddedToken(word, special=True, normalized=False) for word in text_models.SPECIALS]})
+    tokenizer.add_tokens([AddedToken(word, special=False, normalized=False) for word in
+                          ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")])
+    return tokenizer
 
 
 def _bytes(text: str) -> int:
