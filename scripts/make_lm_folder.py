@@ -145,11 +145,12 @@ def main(argv=None) -> int:
     config = CONFIGS[args.config]
     given = None
     if args.tokenizer is not None:
+        from tokenizers import Tokenizer
+
+        if Tokenizer.from_file(str(args.tokenizer)).token_to_id("<|endoftext|>") is None:
+            parser.error(f"{args.tokenizer} has no <|endoftext|> token to end an answer with (or pad with)")
         given = _given_tokenizer(args.tokenizer, args.qwen_chat)
-        end = given.convert_tokens_to_ids(given.eos_token)
-        if end is None:
-            parser.error(f"{args.tokenizer} has no <|endoftext|> token to end an answer with")
-        words = len(given)
+        end, words = given.convert_tokens_to_ids(given.eos_token), len(given)
         config = {**config, "vocab_size": -(-words // 128) * 128 if args.qwen_chat else words,
                   "bos_token_id": None, "eos_token_id": end}
     limit = _bytes(args.shard_size) if args.shard_size else SHARD_BYTES[args.config]
