@@ -62,6 +62,15 @@ def add_constant(graph, name: str, values, folder: Path | None):
     return tensor
 
 
+def move_out(tensor, folder: Path) -> None:
+    """``tensor``'s values, held inside it, appended to ``folder``'s CONSTANTS_DATA and referred to there (a tensor
+    another library made: NNCF's, its 4-bit ones packed in raw_data as it writes them)."""
+    from onnx import numpy_helper
+
+    payload = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+    _external(tensor, CONSTANTS_DATA, _append(Path(folder) / CONSTANTS_DATA, payload), len(payload))
+
+
 def spill_file(tensor, data: Path, folder: Path) -> None:
     """The bytes of file ``data`` (a tensor's values, written in pieces) appended to ``folder``'s CONSTANTS_DATA and
     ``tensor`` referring to them there; ``data`` removed."""

@@ -71,7 +71,7 @@ class Opened:
     """A transformers folder's model as export opens it: the module, its name (the folder's), the folder's weights
     where the graph is traced without them and each file reads them from the shards (None: the folder holds no
     safetensors file, or names its tensors otherwise than the model, and is exported as transformers loads it), and
-    the formats asked that its memory plan keeps."""
+    the formats asked."""
 
     module: torch.nn.Module
     name: str
@@ -137,9 +137,8 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
         room = "" if available is None else f" (about {size_text(whole * (1 + MARGIN))} of {size_text(available)} available)"
         log(f"folder: {folder} holds {kind}, {said}: opened whole with transformers' from_pretrained, in float32"
             f"{room}; its files traced without the weights and written from the folder tensor by tensor")
-        kept = _formats_that_fit(formats, weights, available, f32, log)
         module = _from_pretrained(cls, folder)
-        return Opened(module, folder.resolve().name, weights if _names_match(module, weights) else None, kept)
+        return Opened(module, folder.resolve().name, weights if _names_match(module, weights) else None, list(formats))
     streamed = _streamed_need(weights, formats, decoding)
     if streamed * (1 + MARGIN) > available:
         raise OutOfMemoryPlan(f"{folder.name}: exporting {kind} needs about {size_text(streamed * (1 + MARGIN))} of "
@@ -149,36 +148,12 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
     log(f"folder: {folder} holds {kind}, {said}: whole it would need about {size_text(whole * (1 + MARGIN))} of memory, "
         f"more than half of the {size_text(available)} available ({where_available()}): read one tensor at a time "
         f"from the folder instead (about {size_text(streamed * (1 + MARGIN))} at its peak)")
-    kept = _formats_that_fit(formats, weights, available, 0, log)
     from .streamed_module import empty_model, stream
 
     with _refused_as_one_line(folder):
         module = empty_model(cls, cls.config_class.from_pretrained(str(folder), local_files_only=True))
         stream(module, weights)
-    return Opened(module, folder.resolve().name, weights, kept)
-
-
-def _formats_that_fit(formats, weights: FolderWeights, available: int | None, held: float, log) -> list[str]:
-    """The formats of ``formats`` whose writer fits beside what the export holds (``held``: the whole model's
-    bytes, or 0): a format whose writer reads every weight at once (its registry entry's writer_holds: NNCF's)
-    needs that many times the float32 weights beside; each one left out said in one line, and where none is
-    left, refused."""
-    from .formats import get as get_format
-
-    kept = []
-    for fmt in formats:
-        holds = get_format(fmt).writer_holds
-        need = holds * weights.f32_bytes + held if holds else 0
-        if available is not None and need * (1 + MARGIN) > available:
-            log(f"{fmt}: left out: {get_format(fmt).progress} holds every weight at once, about "
-                f"{size_text(need * (1 + MARGIN))} here, and {size_text(available)} is available ({where_available()}); "
-                "onnx-int4 and onnx-int8w are read one tensor at a time, and OpenVINO runs them too")
-            continue
-        kept.append(fmt)
-    if not kept:
-        raise OutOfMemoryPlan(f"{weights.folder.name}: no format asked fits in the memory available; give --format "
-                              "onnx-int4")
-    return kept
+    return Opened(module, folder.resolve().name, weights, list(formats))
 
 
 def _streamed_need(weights: FolderWeights, formats, decoding: float) -> float:

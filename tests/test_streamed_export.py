@@ -280,21 +280,6 @@ def test_departure_names_the_layer_a_difference_is_born_in(folder, exported):
     assert said.startswith("the file parts from the model most in model.layers.1 (layer 2 of 2)"), said
 
 
-def test_nncf_s_formats_are_left_out_where_they_cannot_hold_every_weight(folder):
-    """NNCF reads every weight at once: where that cannot fit, its formats are left out in one line and the rest
-    written; where nothing is left, the export is refused; where it fits, nothing is said."""
-    from ptx.export.pretrained import _formats_that_fit
-    from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
-
-    weights, said = FolderWeights.of(folder), []
-    both = ["onnx-int4", "openvino-int4"]
-    assert _formats_that_fit(both, weights, 10 << 30, 0, said.append) == both and not said
-    assert _formats_that_fit(both, weights, 300 << 20, 0, said.append) == ["onnx-int4"]
-    assert said[0].startswith("openvino-int4: left out: compressing the weights with NNCF holds every weight at once, about ")
-    with pytest.raises(OutOfMemoryPlan, match="no format asked fits"):
-        _formats_that_fit(["openvino-int4"], weights, 300 << 20, 0, said.append)
-
-
 FAMILIES = script("lm_families")
 
 

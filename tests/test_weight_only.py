@@ -442,6 +442,88 @@ def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path
     assert set(recorded_verdicts(meta)) == {"openvino-int4", "ort-cpu-int4"}
 
 
+@pytest.mark.parametrize("fmt", ["openvino-int4", "openvino-int8w"])
+def test_nncf_given_a_group_of_weights_at_a_time_writes_what_the_whole_call_writes(lm, tmp_path, monkeypatch, fmt):
+    """Data-free, NNCF decides each weight alone, so given the weights a group at a time (the head and the embedding
+    in its backup int8 as the whole call chooses them) it writes the same file's weights: every DequantizeLinear
+    the whole graph's call writes, its attributes and its tensors' bytes, for the same weight. A planted fault (the
+    head compressed in 4 bits as the body is) parts from the whole call."""
+    pytest.importorskip("nncf")
+    from ptx.export.formats import nncf_groups, openvino_weights
+    from ptx.infer.formats.signature import recorded_signature
+
+    out, _ = lm
+    source = out / "model.onnx"
+    metadata = dict(read_model_file(source).metadata)
+    said = []
+
+    def written(name: str):
+        path = tmp_path / name
+        formats.get(fmt).write(source, None, path, recorded_signature(metadata, source), metadata, log=said.append)
+        model = onnx.load(str(path))
+        tensors = {t.name: numpy_helper.to_array(t).tobytes() if t.data_type not in (TensorProto.INT4, TensorProto.UINT4)
+                   else t.raw_data for t in model.graph.initializer}
+        return {n.output[0]: ([helper.get_attribute_value(a) for a in n.attribute], [tensors[i] for i in n.input])
+                for n in model.graph.node if n.op_type == "DequantizeLinear"}, read_model_file(path).metadata
+
+    grouped, meta = written("grouped.onnx")
+    assert "a group of weights at a time" in meta["quantization"]
+    with monkeypatch.context() as patched:
+        patched.setattr(openvino_weights, "weights_to_compress",
+                        lambda graph: (nncf_groups.weights_to_compress(graph)[0], ["forced"]))
+        whole, meta = written("whole.onnx")
+    assert "the whole graph at once" in meta["quantization"]
+    assert len(whole) == 16 and grouped.keys() == whole.keys() and grouped == whole
+    if fmt == "openvino-int4":
+        monkeypatch.setattr(nncf_groups, "BACKUP", ("INT4_ASYM", 128))
+        planted, _ = written("planted.onnx")
+        assert planted.keys() == whole.keys() and planted != whole
+
+
+def test_nncf_is_imported_with_its_telemetry_off():
+    """Out of pytest (which NNCF stubs its telemetry under itself), ptx's NNCF sends nothing: its telemetry would
+    fork the exporting process at each call (a second copy of a 7B export in its tree). NNCF imported bare, the
+    same interpreter's telemetry is live: the check can fail."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("nncf")
+    ask = "import nncf.telemetry.wrapper as w; print(type(w.telemetry).__name__)"
+    env = {k: v for k, v in os.environ.items() if k not in ("NNCF_CI", "NNCF_DEV")}
+
+    def telemetry(first: str) -> str:
+        return subprocess.run([sys.executable, "-c", f"{first}; {ask}"], capture_output=True, text=True, env=env,
+                              check=True, timeout=120).stdout.strip()
+
+    assert telemetry("from ptx.export.formats.openvino_int8 import unavailable; unavailable()") == "MagicMock"
+    assert telemetry("import nncf") == "NNCFTelemetry"
+
+
+def test_a_whole_graph_call_that_cannot_fit_is_refused_in_one_line(lm, tmp_path, monkeypatch):
+    """--ratio below 1 gives NNCF the whole graph: where its 3.1x the float32 weights is more than the memory
+    available, one line before NNCF reads a weight (and the data-free default is named); where it fits, written."""
+    pytest.importorskip("nncf")
+    import ptx.machine
+    from ptx.infer.formats.signature import recorded_signature
+
+    out, _ = lm
+    source = out / "model.onnx"
+    metadata = dict(read_model_file(source).metadata)
+    write = formats.get("openvino-int4").write
+    monkeypatch.setattr(ptx.machine, "available_memory", lambda: 1 << 10)
+    with pytest.raises(PtxError) as refused:
+        write(source, None, tmp_path / "refused.onnx", recorded_signature(metadata, source), metadata, ratio=0.5,
+              log=lambda _: None)
+    said = str(refused.value)
+    assert "NNCF would hold every weight at once" in said and "--ratio below 1" in said and "\n" not in said, said
+    assert not (tmp_path / "refused.onnx").exists()
+    monkeypatch.setattr(ptx.machine, "available_memory", lambda: 64 << 30)
+    made = write(source, None, tmp_path / "written.onnx", recorded_signature(metadata, source), metadata, ratio=0.5,
+                 log=lambda _: None)
+    assert "ratio 0.5" in made.method and "the whole graph at once" in made.method
+
+
 @pytest.mark.parametrize("fmt", ["onnx-int4", "openvino-int8w"])
 def test_a_file_past_one_message_keeps_its_weights_beside_it(lm, tmp_path, monkeypatch, fmt):
     """Files of any size: past ONE_FILE_BYTES (lowered here) the quantizers read the weights from a data file

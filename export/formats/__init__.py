@@ -61,10 +61,6 @@ class ExportFormat:
     # True: only the weights are reduced (activations stay f32), so a decoder with its cache has this format
     # too, made from its f32 ONNX file (export/weight_only.py judges it by its decoding).
     weight_only: bool = False
-    # The writer's own peak, as a multiple of the float32 weights it reads, held at once beside what the export
-    # holds (0: it reads the weights one tensor at a time): the memory plan leaves the format out where it
-    # cannot fit (export/pretrained.py).
-    writer_holds: float = 0.0
 
     @property
     def file_name(self) -> str:

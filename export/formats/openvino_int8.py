@@ -56,7 +56,27 @@ def unavailable() -> str | None:
     """Why this machine cannot write the format (``--format all`` leaves it out), or None."""
     from ptx.extras import missing, missing_part
 
+    _telemetry_off()  # before the check imports NNCF
     return missing_part("nncf") or missing("openvino")
+
+
+def imported_nncf():
+    """NNCF, its telemetry off (``_telemetry_off``)."""
+    _telemetry_off()
+    import nncf
+
+    return nncf
+
+
+def _telemetry_off() -> None:
+    """NNCF's telemetry off, before NNCF is first imported. Left on, openvino_telemetry forks the process for
+    each call NNCF counts, and each fork is a second copy of the exporting process in its process tree (6 GB
+    more, counted, at each group of a 0.5B model's weights). It is also a network call the user did not ask for.
+    NNCF reads its switch, NNCF_CI, when it is first imported (nncf/telemetry/wrapper.py); it stubs the telemetry
+    under pytest alone, so the suite never saw the forks."""
+    import os
+
+    os.environ.setdefault("NNCF_CI", "1")
 
 
 @contextmanager
@@ -121,7 +141,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     why = unavailable()  # NNCF and OpenVINO (which times the file) come with the openvino extra
     if why:
         raise MissingExtraError(why)
-    import nncf
+    nncf = imported_nncf()
 
     name = strings["model"]
     if not calibration:

@@ -7,7 +7,9 @@ int4, asymmetric groups of 128 on ``ratio`` of the MatMuls (1.0 by default: all 
 ones NNCF finds least sensitive, the rest int8), the embedding and the head in int8 (NNCF's backup mode,
 ``all_layers`` off). Given data (a decoder's recorded prompts, run as its first step), NNCF ranks the
 layers by their activations and, for int4, runs AWQ and scale estimation on them; without, it is
-data-free.
+data-free. Data-free at ratio 1 (the default), NNCF is given the weights a group at a time
+(nncf_groups.py), so that a model of any size is compressed in the memory of a group; --ratio below 1 and
+--data-aware give it the whole graph, refused in one line where that cannot fit.
 
 The file is ONNX with the weights in DequantizeLinear ahead of each MatMul (int4 blocks need opset 21's
 ``block_size``: the graph's opset is raised to 21, which changes no op this graph holds), which OpenVINO's
@@ -34,7 +36,9 @@ from ..folder_weights import resolve_lazy
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from .onnx_weights import tutorial_refused
-from .openvino_int8 import quiet_nncf, unavailable
+from .openvino_int8 import imported_nncf, quiet_nncf, unavailable
+from ..graph_weights import weights_placed
+from .nncf_groups import compress_in_groups, weights_to_compress
 from .weight_only import check_block_size, prepared, quantized_matmuls, raise_opset, saved
 
 DEFAULT_GROUP = {4: 128, 8: -1}  # NNCF's defaults: int4 groups of 128, int8 one scale per output channel
@@ -62,43 +66,40 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     why = unavailable()
     if why:
         raise MissingExtraError(why)
-    import nncf
-    from nncf.onnx.quantization.backend_parameters import BackendParameters
-
+    nncf = imported_nncf()
     group = block_size or DEFAULT_GROUP[bits]
     symmetric = bool(symmetric)
     kind = f"INT{bits}_{'SYM' if symmetric else 'ASYM'}"
     data = bool(calibration)
-    # a weight whose input size is not a multiple of the group gets the largest power of two that divides it
-    # (a tiny model's 64 channels under groups of 128), not an error
     options = dict(mode=getattr(nncf.CompressWeightsMode, kind), group_size=group)
     if bits == 4:
         options.update(ratio=ratio or 1.0)
         if data:
             options.update(dataset=nncf.Dataset(list(calibration)), awq=True, scale_estimation=True,
                            subset_size=len(calibration))
+    # a weight whose input size is not a multiple of the group gets the largest power of two that divides it (a
+    # tiny model's 64 channels under groups of 128), not an error
+    fallback = dict(group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16)
     with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
         ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
         name = ready.base.get("model", path.stem)
-        # NNCF reads the weights from the data files itself: a graph traced without them gets them written here
-        resolve_lazy(ready.proto, ready.folder, LAZY_DATA)
         if bits == 4:
             raise_opset(ready.proto, BLOCKED_OPSET)
-        # The graph's weights stay in its data file, which NNCF reads them from (a 2 GiB graph is no message
-        # NNCF could copy). A weight whose input size is not a multiple of the group gets the largest power
-        # of two that divides it (a tiny model's 64 channels under groups of 128), not an error.
-        advanced = nncf.AdvancedCompressionParameters(
-            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16,
-            backend_params={BackendParameters.EXTERNAL_DATA_DIR: str(ready.folder.resolve())})
-        graph = ready.proto
-        del ready.proto
+        _, other = weights_to_compress(ready.proto.graph)
+        whole = data or options.get("ratio", 1.0) < 1.0 or bool(other)
         try:
-            with quiet_nncf():
-                proto = nncf.compress_weights(graph, advanced_parameters=advanced, **options)
+            if whole:
+                proto = _whole_call(nncf, ready, options, fallback, fmt, other)
+            else:  # NNCF's own result, a group of weights at a time (nncf_groups.py says why it is the same)
+                proto = ready.proto
+                with quiet_nncf():
+                    compress_in_groups(proto, ready.folder, (kind, group), fallback)
+                weights_placed(proto, ready.folder, path)
+        except PtxError:
+            raise
         except Exception as exc:  # NNCF raises many types; its first line says what failed
             raise PtxError(f"{fmt}: NNCF's compress_weights failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
-        del graph
         give_back_freed(weights=ready.weights)
         done = sum(n.op_type == "DequantizeLinear" for n in proto.graph.node)
         _, left = quantized_matmuls(proto, ())
@@ -111,14 +112,45 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                + (", the embedding and the head int8" if bits == 4 else "")
                + (f", data-aware (AWQ, scale estimation) on {len(calibration)} case{'s' * (len(calibration) != 1)}"
                   if data and bits == 4 else ", data-free")
+               + ("; the whole graph at once" if whole else "; a group of weights at a time")
                + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else ""))
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
 
 
-# NNCF's compress_weights reads every weight of the graph at once: 3.1x the float32 weights at its peak beside what
-# the export held before it (Qwen2.5-0.5B: 1.98 GB, 7.35 GB at its peak, 2026-11-28).
+def _whole_call(nncf, ready, options: dict, fallback: dict, fmt: str, other: list[str]):
+    """NNCF's compress_weights on the whole graph (what --ratio below 1 and --data-aware rank or calibrate across),
+    refused in one line where it would hold more than the memory available."""
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+
+    from ptx.infer.runtime.memory_plan import MARGIN, size_text
+    from ptx.machine import available_memory
+
+    from ..graph_weights import stored_bytes
+
+    need, available = NNCF_HOLDS * stored_bytes(ready.proto) * (1 + MARGIN), available_memory()
+    if available is not None and need > available:
+        why = (f"{', '.join(other[:3])} read weights that are compressed with the whole graph alone; export it on a "
+               "machine with more memory" if other else "--ratio below 1 and --data-aware rank the weights across the "
+               "whole model; leave them out to compress a group of weights at a time")
+        raise PtxError(f"{fmt}: NNCF would hold every weight at once, about {size_text(need)}, and "
+                       f"{size_text(available)} is available: {why}")
+    # NNCF reads the weights from the data files itself: a graph traced without them gets them written here
+    resolve_lazy(ready.proto, ready.folder, LAZY_DATA)
+    # The graph's weights stay in its data file, which NNCF reads them from (a 2 GiB graph is no message NNCF could
+    # copy). A weight whose input size is not a multiple of the group gets the largest power of two that divides it
+    # (a tiny model's 64 channels under groups of 128), not an error.
+    advanced = nncf.AdvancedCompressionParameters(
+        **fallback, backend_params={BackendParameters.EXTERNAL_DATA_DIR: str(ready.folder.resolve())})
+    graph = ready.proto
+    del ready.proto
+    with quiet_nncf():
+        return nncf.compress_weights(graph, advanced_parameters=advanced, **options)
+
+
+# NNCF's compress_weights given the whole graph holds every weight at once: 3.1x the float32 weights at its peak
+# beside what the export held before it (Qwen2.5-0.5B: 1.98 GB, 7.35 GB at its peak, 2026-11-28).
 NNCF_HOLDS = 3.1
 
 
@@ -127,8 +159,7 @@ def _register(fmt: str, bits: int, about: str) -> None:
                           write=functools.partial(write, bits=bits, fmt=fmt), precision=f"int{bits}",
                           unsupported=functools.partial(tutorial_refused, fmt=fmt), unavailable=unavailable,
                           add_metadata=add_metadata, check_options=functools.partial(check_options, fmt=fmt),
-                          progress="compressing the weights with NNCF", weight_only=True,
-                          writer_holds=NNCF_HOLDS))
+                          progress="compressing the weights with NNCF", weight_only=True))
 
 
 _register("openvino-int4", 4, "ONNX with 4-bit MatMul weights compressed by NNCF for OpenVINO (openvino --precision int4)")
