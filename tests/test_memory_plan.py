@@ -246,6 +246,29 @@ def test_openvino_plans_a_weight_only_int8_file_as_f32_of_its_weights_and_a_q_dq
         openvino.compiled_copy("int8")
 
 
+def test_onnx_runtime_plans_an_nncf_file_as_the_float32_its_dequantized_weights_take(onnx_file, tmp_path):
+    """ONNX Runtime runs an NNCF file's DequantizeLinear weights widened to f32 (4.2x a 0.5B openvino-int4 file's,
+    where its MatMulNBits file held 1.85x): planned at that figure by its name or its record, and an onnx-int4 file
+    of the same bytes at ORT's own. Planned at ORT's own, a 3B model's file went past 20 GB in export's judge."""
+    import shutil
+
+    from ptx.contract.names import dequantized_weights_file
+    from ptx.infer.runtime import backends as registry
+
+    ort, openvino = registry.get("ort-cpu"), registry.get("openvino")
+    weights = memory_plan.weights_bytes(onnx_file)
+    needs = {}
+    for name in ("model.openvino-int4.onnx", "net.openvino-int8w.onnx", "model.int4.onnx", "model.int8w.onnx"):
+        path = tmp_path / name
+        shutil.copy(onnx_file, path)
+        needs[name] = memory_plan.opening_need(ort, path, "int4")
+        assert memory_plan.opening_need(openvino, path, "int4") == openvino.holds * weights + openvino.opens_with
+    assert needs["model.openvino-int4.onnx"] == needs["net.openvino-int8w.onnx"] == ort.holds_dequantized * weights
+    assert needs["model.int4.onnx"] == needs["model.int8w.onnx"] == ort.holds * weights < needs["net.openvino-int8w.onnx"]
+    assert dequantized_weights_file(tmp_path / "renamed.onnx", {"format": "openvino-int4"})
+    assert not dequantized_weights_file(tmp_path / "model.openvino-int4.onnx", {"format": "onnx-int4"})
+
+
 def test_a_closed_runner_lets_its_runtime_go_and_says_so_when_run(onnx_file):
     from ptx.infer import load
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ptx.contract.names import weight_only_file
+from ptx.contract.names import dequantized_weights_file, weight_only_file
 from ptx.contract.onnx_wire import external_data_files
 from ptx.errors import BackendUnavailableError
 from ptx.machine import MEMORY_LIMIT_ENV, available_memory, memory_limit
@@ -94,6 +94,8 @@ def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
         return 0.0
     external = backend.holds_external is not None and path.suffix.lower() == ".onnx" and weights > path.stat().st_size
     held = backend.holds_external if external else backend.holds_for(precision, weight_only_file(path))
+    if backend.holds_dequantized is not None and dequantized_weights_file(path):
+        held = backend.holds_dequantized
     return held * weights + backend.opens_with
 
 

@@ -79,6 +79,20 @@ def weight_only_file(path, metadata=None) -> bool:
     return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in WEIGHT_ONLY_FORMATS)
 
 
+def dequantized_weights_file(path, metadata=None) -> bool:
+    """Whether a file's weights are DequantizeLinear nodes of 4- or 8-bit blocks (NNCF's openvino-int4 and
+    openvino-int8w), not an operator that reads them packed (onnx-int4's MatMulNBits): by its recorded format, else
+    its name."""
+    from pathlib import Path
+
+    dequantized = ("openvino-int4", "openvino-int8w")
+    recorded = (metadata or {}).get("format")
+    if recorded:
+        return recorded in dequantized
+    name = Path(path).name.lower()
+    return any(name.endswith(ARTIFACT_FILES[fmt][len("model"):]) for fmt in dequantized)
+
+
 def int8_format(metadata) -> str:
     """Which reduced format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
     else onnx-int8, the only one there was before."""

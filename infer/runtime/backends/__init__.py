@@ -60,6 +60,9 @@ class Backend:
     # An ONNX file whose weights lie in external data (model.onnx.data, as ptx writes one past 1.5 GiB): what it
     # holds then, where that differs (ONNX Runtime reads the weights once, with no protobuf of them to parse).
     holds_external: float | None = None
+    # A file whose weights are DequantizeLinear nodes of 4- or 8-bit blocks (NNCF's openvino-int4, openvino-int8w;
+    # names.dequantized_weights_file): what it holds, where it widens them to f32 as it runs (ONNX Runtime).
+    holds_dequantized: float | None = None
     # Where a precision holds more than ``holds`` (precision, multiple of that file's weights): OpenVINO
     # widens a dynamically quantized int8 graph's weights back to f32 when it compiles it.
     holds_at: tuple[tuple[str, float], ...] = ()
@@ -181,8 +184,14 @@ TORCH = {"unavailable": lazy("runtime.torch_runner", "torch_unavailable"), "need
 # them). A CUDA session reads the file on the host as the CPU one does (not measured on a GPU: the CPU figures).
 ORT_HOLDS = 2.5
 ORT_HOLDS_EXTERNAL = 1.2
+# ONNX Runtime runs an NNCF file's DequantizeLinear weights as they are written, widened to f32 at each step, and its
+# arena keeps them: a Qwen2.5-0.5B openvino-int4 file (469 MB of weights, 1.98 GB of them in f32) opened and decoding
+# 8 tokens held 4.2x its weights (AMD EPYC, 2026-11-29), where the same config's MatMulNBits file held 1.85x; a 3B
+# model's took the export's ort-cpu row past 20 GB. An int8w file's weights widen 4x: planned the same, not measured.
+ORT_HOLDS_DEQUANTIZED = 4.2
 ORT_CUDA = {"unavailable": lazy("runtime.ort_session", "cuda_unavailable"), "needs_torch": False,
-            "precisions": CUDA_TF32, "holds": ORT_HOLDS, "holds_external": ORT_HOLDS_EXTERNAL}
+            "precisions": CUDA_TF32, "holds": ORT_HOLDS, "holds_external": ORT_HOLDS_EXTERNAL,
+            "holds_dequantized": ORT_HOLDS_DEQUANTIZED}
 
 for _file in _BACKEND_FILES:
     importlib.import_module(f"{__name__}.{_file}")
