@@ -10,7 +10,7 @@ MatMul or Gather from an input of its own. The head and the embeddings go in gro
 mode, as the whole call gives them. Each group's weights are written to a scratch data file that NNCF reads
 (a weight of 2 GiB is no protobuf message). What NNCF writes for each weight (a DequantizeLinear, and the
 quantized weight, scale and zero point it reads) is moved into the graph, the bytes into the scratch folder's data
-file (export/graph_weights.py). The result is the whole call's, tensor for tensor; tests/test_openvino_weights.py
+file (export/graph_weights.py). The result is the whole call's, tensor for tensor; tests/test_weight_only.py
 holds the two equal on a tiny decoder.
 
 Not for --ratio below 1 or --data-aware: those rank or calibrate the weights across the whole model, and keep the
