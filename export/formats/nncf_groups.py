@@ -27,6 +27,7 @@ GROUP_BYTES = 256 << 20
 # NNCF's backup mode where all_layers is off: int8 asymmetric, one scale per output channel
 BACKUP = ("INT8_ASYM", -1)
 COMPRESSED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather")  # ops whose constant weights NNCF compresses
+FLOATS = (1, 10, 16)  # onnx.TensorProto.FLOAT, FLOAT16, BFLOAT16: the weights NNCF compresses
 
 
 def weights_to_compress(graph) -> tuple[list[tuple[str, str]], list[str]]:
@@ -37,7 +38,7 @@ def weights_to_compress(graph) -> tuple[list[tuple[str, str]], list[str]]:
 
     def matrix(name: str) -> bool:
         tensor = initializers.get(name)
-        return tensor is not None and tensor.data_type in (1, 10, 16) and len(tensor.dims) == 2  # f32, f16, bf16
+        return tensor is not None and tensor.data_type in FLOATS and len(tensor.dims) == 2
 
     found, other = {}, []
     for node in graph.node:
@@ -47,17 +48,18 @@ def weights_to_compress(graph) -> tuple[list[tuple[str, str]], list[str]]:
         elif node.op_type == "Gather" and node.input and matrix(node.input[0]) and not any(
                 a.name == "axis" and a.i != 0 for a in node.attribute):
             found.setdefault(node.input[0], "Gather")
-        elif node.op_type in COMPRESSED_OPS and any(i in initializers and initializers[i].data_type in (1, 10, 16)
+        elif node.op_type in COMPRESSED_OPS and any(i in initializers and initializers[i].data_type in FLOATS
                                                     and len(initializers[i].dims) > 1 for i in node.input):
             other.append(f"{node.op_type} {node.name or node.output[0]}")
     return list(found.items()), other
 
 
-def modes(found: list[tuple[str, str]], primary: tuple[str, int], all_layers: bool = False) -> dict[str, tuple]:
-    """Each weight's (NNCF mode, group size) as NNCF's whole call would choose it, data-free at ratio 1: ``primary``
-    for all; for a 4-bit ``primary`` without ``all_layers``, the backup for the embeddings and the last MatMul."""
+def modes(found: list[tuple[str, str]], primary: tuple[str, int]) -> dict[str, tuple]:
+    """Each weight's (NNCF mode, group size) as NNCF's whole call would choose it, data-free at ratio 1 and
+    ``all_layers`` off (its default): ``primary`` for all; for a 4-bit ``primary``, the backup for the embeddings
+    and the last MatMul."""
     chosen = {name: primary for name, _ in found}
-    if primary[0].startswith("INT4") and not all_layers:
+    if primary[0].startswith("INT4"):
         matmuls = [name for name, op in found if op == "MatMul"]
         for name in [name for name, op in found if op == "Gather"] + matmuls[-1:]:
             chosen[name] = BACKUP
@@ -72,7 +74,7 @@ def compress_in_groups(proto, folder: Path, primary: tuple[str, int], advanced: 
 
     from tqdm import tqdm
 
-    from ..onnx_graph import weight_of
+    from ..onnx_graph import value_names
     from .openvino_int8 import imported_nncf, quiet_nncf
     from .weight_only import drop_initializer
 
@@ -83,13 +85,14 @@ def compress_in_groups(proto, folder: Path, primary: tuple[str, int], advanced: 
     found, _ = weights_to_compress(graph)
     chosen, ops = modes(found, primary), dict(found)
     initializers = {t.name: t for t in graph.initializer}
+    taken, node_names = value_names(graph), {n.name for n in graph.node}  # the names a new tensor or node avoids
     made: dict[str, object] = {}  # weight -> the DequantizeLinear that now stands for it
     bar = tqdm(total=len(found), desc="NNCF", unit="weight", file=sys.stderr, dynamic_ncols=True, leave=False,
                disable=not sys.stderr.isatty())
     for (mode, group), names in _by_mode(found, chosen).items():
         for batch in _batches(names, initializers):
             with tempfile.TemporaryDirectory(prefix="ptx-nncf-", dir=folder) as scratch:
-                alone = _alone(batch, ops, initializers, Path(scratch), weight_of, folder)
+                alone = _alone(batch, ops, initializers, Path(scratch), folder)
                 options = dict(mode=getattr(nncf.CompressWeightsMode, mode), group_size=group)
                 if mode.startswith("INT4"):  # every weight given in the primary mode (an int8 mode takes all alike)
                     options.update(ratio=1.0, all_layers=True)
@@ -97,7 +100,7 @@ def compress_in_groups(proto, folder: Path, primary: tuple[str, int], advanced: 
                     **advanced, backend_params={BackendParameters.EXTERNAL_DATA_DIR: scratch})
                 with quiet_nncf():
                     compressed = nncf.compress_weights(alone, advanced_parameters=parameters, **options)
-                made.update(_taken_in(compressed, batch, graph, folder))
+                made.update(_taken_in(compressed, batch, graph, folder, taken, node_names))
                 del compressed, alone
             _forget_compiled()
             bar.update(len(batch))
@@ -143,13 +146,14 @@ def _batches(names: list[str], initializers: dict):
         yield batch
 
 
-def _alone(batch: list[str], ops: dict, initializers: dict, scratch: Path, weight_of, folder: Path):
+def _alone(batch: list[str], ops: dict, initializers: dict, scratch: Path, folder: Path):
     """A graph holding ``batch``'s weights (as w0, w1, ..., their float32 values in ``scratch``'s data file), each
     read by its own op from an input of its own, as NNCF finds a weight to compress."""
     import numpy as np
     from onnx import TensorProto, helper
 
     from ..graph_weights import add_constant
+    from ..onnx_graph import weight_of
 
     nodes, inputs, outputs = [], [], []
     graph = helper.make_graph([], "weights", [], [])
@@ -172,13 +176,15 @@ def _alone(batch: list[str], ops: dict, initializers: dict, scratch: Path, weigh
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
 
 
-def _taken_in(compressed, batch: list[str], graph, folder: Path) -> dict[str, object]:
+def _taken_in(compressed, batch: list[str], graph, folder: Path, taken: set[str], node_names: set[str]
+              ) -> dict[str, object]:
     """For each weight of ``batch``, the DequantizeLinear NNCF wrote for it in ``compressed``, renamed for ``graph``
-    and added to it with its tensors (their bytes moved to ``folder``'s data file)."""
+    (away from ``taken`` and ``node_names``, which gain the new names) and added to it with its tensors, their bytes
+    moved to ``folder``'s data file first: a tensor copied into the graph with its bytes would leave them in the
+    graph's memory (formats/weight_only.py says why)."""
     from ..graph_weights import move_out
-    from ..onnx_graph import name_not_in, value_names
+    from ..onnx_graph import name_not_in
 
-    taken = value_names(graph)
     tensors = {t.name: t for t in compressed.graph.initializer}
     dequantizers = {n.input[0]: n for n in compressed.graph.node if n.op_type == "DequantizeLinear"}
     made = {}
@@ -193,11 +199,12 @@ def _taken_in(compressed, batch: list[str], graph, folder: Path) -> dict[str, ob
         for old in node.input:
             tensor = tensors[old]
             tensor.name = renamed[old]
+            move_out(tensor, folder)
             graph.initializer.append(tensor)
-            move_out(graph.initializer[-1], folder)
         node.input[:] = [renamed[i] for i in node.input]
         node.output[:] = [renamed[o] for o in node.output]
-        node.name = name_not_in(f"{name}_DequantizeLinear", {n.name for n in graph.node})
+        node.name = name_not_in(f"{name}_DequantizeLinear", node_names)
+        node_names.add(node.name)
         made[name] = node
     return made
 

@@ -93,9 +93,12 @@ def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
     if not weights:  # no such file: its opening says why
         return 0.0
     external = backend.holds_external is not None and path.suffix.lower() == ".onnx" and weights > path.stat().st_size
-    held = backend.holds_external if external else backend.holds_for(precision, weight_only_file(path))
     if backend.holds_dequantized is not None and dequantized_weights_file(path):
-        held = backend.holds_dequantized
+        held = backend.holds_dequantized  # its weights widened as it runs, wherever they lie
+    elif external:
+        held = backend.holds_external
+    else:
+        held = backend.holds_for(precision, weight_only_file(path))
     return held * weights + backend.opens_with
 
 

@@ -69,28 +69,27 @@ def weight_only_file(path, metadata=None) -> bool:
     """Whether a file is a weight-only export's (its MatMul weights stored in 4 or 8 bits, each widened where it is
     read, the rest of the graph f32): by the format its ``metadata`` records where it records one, else by its
     name (model.int8w.onnx, net.openvino-int4.onnx), as a plan that has read nothing yet tells it."""
-    from pathlib import Path
-
-    recorded = (metadata or {}).get("format")
-    if recorded:
-        return recorded in WEIGHT_ONLY_FORMATS
-    name = Path(path).name.lower()
-    stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
-    return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in WEIGHT_ONLY_FORMATS)
+    return _of_formats(path, metadata, WEIGHT_ONLY_FORMATS)
 
 
 def dequantized_weights_file(path, metadata=None) -> bool:
     """Whether a file's weights are DequantizeLinear nodes of 4- or 8-bit blocks (NNCF's openvino-int4 and
     openvino-int8w), not an operator that reads them packed (onnx-int4's MatMulNBits): by its recorded format, else
     its name."""
+    return _of_formats(path, metadata, ("openvino-int4", "openvino-int8w"))
+
+
+def _of_formats(path, metadata, formats) -> bool:
+    """Whether a file is of one of ``formats``: the format its ``metadata`` records where it records one, else the
+    name an export of that format writes (model.int8w.onnx, or a user's net.openvino-int4.onnx)."""
     from pathlib import Path
 
-    dequantized = ("openvino-int4", "openvino-int8w")
     recorded = (metadata or {}).get("format")
     if recorded:
-        return recorded in dequantized
+        return recorded in formats
     name = Path(path).name.lower()
-    return any(name.endswith(ARTIFACT_FILES[fmt][len("model"):]) for fmt in dequantized)
+    stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
+    return any(stem.endswith(ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]) for fmt in formats)
 
 
 def int8_format(metadata) -> str:
