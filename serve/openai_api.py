@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -100,10 +101,27 @@ def request_document(body: bytes, shape: str, fields) -> tuple[dict, str]:
     return doc, model
 
 
+@contextmanager
+def about(model: str):
+    """An OpenAIError raised inside names the request's ``model`` (``exc.model``): the routes count a refusal under
+    the model it asked for, not as a request for a model not served."""
+    try:
+        yield
+    except OpenAIError as exc:
+        exc.model = model
+        raise
+
+
 def parse_request(body: bytes, kind: str) -> TextRequest:
-    """``kind`` "chat" or "completion": the request's JSON, checked; else an OpenAIError naming the field."""
+    """``kind`` "chat" or "completion": the request's JSON, checked; else an OpenAIError naming the field (and the
+    model, where the request names one)."""
     doc, model = request_document(body, '{"model": ..., "messages" or "prompt": ...}',
                                   CHAT if kind == "chat" else COMPLETION)
+    with about(model):
+        return _text_request(doc, model, kind)
+
+
+def _text_request(doc: dict, model: str, kind: str) -> TextRequest:
     for name, harmless in NOT_DONE.items():
         if name in doc and doc[name] not in harmless:
             raise OpenAIError(f"{name} {_json(doc[name])}: ptx serve does not support it; leave it out", param=name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from .openai_api import OpenAIError, _json, request_document
+from .openai_api import OpenAIError, _json, about, request_document
 
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
 ENCODINGS = ("float", "base64")
@@ -36,6 +36,11 @@ class EmbeddingRequest:
 def parse_embeddings(body: bytes) -> EmbeddingRequest:
     """The request's JSON, checked; else an OpenAIError naming the field."""
     doc, model = request_document(body, '{"model": ..., "input": ...}', FIELDS)
+    with about(model):
+        return _embedding_request(doc, model)
+
+
+def _embedding_request(doc: dict, model: str) -> EmbeddingRequest:
     encoding = doc.get("encoding_format", "float")
     if encoding not in ENCODINGS:
         raise OpenAIError(f"encoding_format {_json(encoding)}: give float or base64", param="encoding_format")

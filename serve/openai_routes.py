@@ -126,7 +126,7 @@ def _endpoint(service, kind: str):
                 async for item in items:
                     made = item if isinstance(item, Answers) else made
         except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
-            observer.done(time.perf_counter() - started, exc.status)
+            _observer(service, observer, exc).done(time.perf_counter() - started, exc.status)
             return _error(exc)
         except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
             observer.done(time.perf_counter() - started, 500)
@@ -134,6 +134,16 @@ def _endpoint(service, kind: str):
         observer.done(time.perf_counter() - started)
         return JSONResponse(reply.whole(_choices(served, asked, prompts, made), _usage(prompts, made, asked)))
     return handle
+
+
+def _observer(service, observer, exc: RequestError):
+    """Who counts a refusal: ``observer``, or where it was made before the model was looked up (a field of the
+    body), the observer of the model the request names where it is served (the requests for a model not served
+    are counted apart, without its name)."""
+    named = getattr(exc, "model", None)
+    if observer.model is None and named in service.models:
+        return service.metrics.observer(named, PROTOCOL)
+    return observer
 
 
 def _embeddings(service):
@@ -165,7 +175,7 @@ def _embeddings(service):
                 raise OpenAIError(str(exc), param="input", code="context_length_exceeded" if long else None) from None
             vectors = await served.embed(rows)
         except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
-            observer.done(time.perf_counter() - started, exc.status)
+            _observer(service, observer, exc).done(time.perf_counter() - started, exc.status)
             return _error(exc)
         except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
             observer.done(time.perf_counter() - started, 500)
@@ -208,7 +218,7 @@ def _choices(served, asked: TextRequest, prompts, made: Answers) -> list[tuple]:
             text = _echoed(served, asked, row) + text
         if syntax is not None:
             text, found = syntax.parse(text)
-            calls = listed_calls(found) or None
+            calls = listed_calls(asked.tools.kept(found)) or None
             reason = "tool_calls" if calls else reason
         logprobs = None
         if taken is not None and asked.kind == "chat":
@@ -243,6 +253,7 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
         raise OpenAIError(f"{rows} answers in one request (n {asked.n} x {rows // asked.n} prompts): this server "
                           f"makes at most {max_rows} together (--max-batch-size)", param="n")
     syntax = _tool_syntax(served, asked)
+    _fits_before_encoding(served, asked)
     try:
         if asked.kind == "chat":
             template_syntax = syntax if syntax is not None else syntax_of(text)  # calls sent back without tools too
@@ -266,6 +277,31 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     except SamplingError as exc:
         raise OpenAIError(str(exc), param=exc.param) from None
     return prompts, sampling
+
+
+SHORTENED = 3  # the most a normalizer shortens a text's bytes (NFKC: a fullwidth letter's 3 bytes to 1)
+
+
+def _fits_before_encoding(served, asked: TextRequest) -> None:
+    """OpenAI's context_length_exceeded where the request's text cannot fit the model's context whatever its
+    tokens (its UTF-8 bytes over ``SHORTENED`` times the longest token's: a chat's messages together, each prompt
+    of a completion alone), said before it is encoded: a tokenizer holds Python's lock as it encodes, and a text
+    of 2 MB took seconds in which the server answered nothing, its health checks included."""
+    positions = served.generator.generation.max_positions
+    if positions is None or served.generator.generation.encoder is not None:
+        return
+    if asked.kind == "chat":
+        sizes = [sum(len((m.get("content") or "").encode("utf-8", "surrogatepass")) for m in asked.messages)]
+    else:
+        sizes = [len(p.encode("utf-8", "surrogatepass")) for p in asked.prompts if isinstance(p, str)]
+    size = max(sizes, default=0)
+    if size < SHORTENED * positions:  # fits whatever the tokens: the vocabulary's longest token is not read
+        return
+    least = size // (SHORTENED * served.text.longest_token_bytes)
+    if least >= positions:
+        where = "messages" if asked.kind == "chat" else "prompt"
+        raise OpenAIError(f"{served.generator.name}'s context is {positions} tokens; the {where} take at least {least} "
+                          f"({size:,} bytes of text): shorten the {where}", param=where, code="context_length_exceeded")
 
 
 def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
@@ -359,7 +395,7 @@ async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: Text
                 yield reply.chunk(row, _echoed(served, asked, row))
         offsets = [0] * rows  # a completion's text_offset goes on from chunk to chunk
         syntax = _reading_calls(served, asked)
-        calls = None if syntax is None else _CallChunks(reply, syntax, rows)
+        calls = None if syntax is None else _CallChunks(reply, syntax, rows, asked.tools.parallel)
         async with aclosing(_answers(served, prompts, sampling, asked)) as items:  # a client gone: decoding stops
             async for item in items:
                 if isinstance(item, Prompted):
@@ -402,11 +438,11 @@ class _CallChunks:
     """A streamed chat's rows read for tool calls (infer/model/tool_calls.py's streams): each piece's text that is
     sure to be text goes out as content (with the piece's logprobs), each call once its block closes, as OpenAI
     streams a call (its id and name, then its arguments), numbered in its answer; the piece's logprobs follow in
-    a chunk of their own."""
+    a chunk of their own. ``parallel`` False: a row's first call alone goes out (parallel_tool_calls)."""
 
-    def __init__(self, reply: Reply, syntax, rows: int):
+    def __init__(self, reply: Reply, syntax, rows: int, parallel: bool = True):
         self.reply, self.streams = reply, [syntax.stream() for _ in range(rows)]
-        self.counts = [0] * rows
+        self.counts, self.parallel = [0] * rows, parallel
 
     def feed(self, row: int, text: str, logprobs: dict | None) -> list[bytes]:
         chunks = self._said(row, self.streams[row].feed(text))
@@ -425,6 +461,8 @@ class _CallChunks:
         for event_ in events:
             if isinstance(event_, str):
                 chunks.append(self.reply.chunk(row, event_))
+                continue
+            if self.counts[row] and not self.parallel:
                 continue
             chunks += [self.reply.delta_chunk(row, delta) for delta in streamed_call(self.counts[row], event_)]
             self.counts[row] += 1

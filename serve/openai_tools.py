@@ -29,11 +29,16 @@ class ToolsError(RequestError):
 class Tools:
     """The functions a chat may call (OpenAI's [{"type": "function", "function": {...}}]) and how: ``choice``
     "auto" (the model decides), "none" (no call is read), "required" (one call, of any of them) or "function"
-    (one call of ``name``)."""
+    (one call of ``name``); ``parallel`` False (parallel_tool_calls): an answer's first call alone is kept."""
 
     functions: list[dict]
     choice: str = "auto"
     name: str | None = None
+    parallel: bool = True
+
+    def kept(self, calls: list) -> list:
+        """The calls an answer returns of those it made: its first alone where calls are not parallel."""
+        return calls if self.parallel else calls[:1]
 
     @property
     def forced(self) -> bool:
@@ -62,7 +67,7 @@ def parse_tools(doc: dict) -> Tools | None:
     if len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ToolsError(f"tools: the function {twice!r} is given twice; give each name once", "tools")
-    return Tools(functions, *_choice(choice, names))
+    return Tools(functions, *_choice(choice, names), parallel=parallel is not False)
 
 
 def _function(tool, where: str) -> dict:

@@ -150,6 +150,36 @@ def test_a_schema_the_library_cannot_compile_is_one_line(model):
         Grammar.json_schema("[1, 2]")
 
 
+def wide(properties: int) -> dict:
+    """An object of ``properties`` optional string properties, as a form's schema has them."""
+    return {"type": "object", "additionalProperties": False,
+            "properties": {f"p{i}": {"type": "string", "maxLength": 2} for i in range(properties)}}
+
+
+def test_a_schema_past_the_engine_s_limits_is_one_line_before_or_in_its_answer_never_a_cut_answer(model):
+    """llguidance gives up on a grammar past its parser's limits: an object of 600 optional properties passes its
+    2,000 Earley items a row at the first "{". Such a schema is refused before its answer starts; the same object
+    after a string of 12 characters gives up past the first steps walked, inside the answer, which then fails in
+    one line (before, each answer ended there as if whole: "{" with finish_reason "stop"). 300 properties, within
+    the limit, answer and validate; a token the grammar refuses (a caller's own) still only ends its row (the
+    padding test)."""
+    with pytest.raises(GrammarError) as caught:
+        answers(model, Grammar.json_schema(wide(600)), 1)
+    said = str(caught.value)
+    assert said.startswith("the JSON schema is past what the grammar engine (llguidance) holds: Current row has "
+                           "2399 items; max is 2000: give fewer") and "\n" not in said, said
+    deep = {"type": "object", "properties": {"a": {"type": "string", "minLength": 12, "maxLength": 12}, "b": wide(600)},
+            "required": ["a", "b"], "additionalProperties": False}
+    from ptx.infer.model import grammar as grammars
+
+    grammars.check(Grammar.json_schema(deep), model.text, model.text.vocab_size, end_ids(model, model.text))
+    with pytest.raises(GrammarError, match="past what the grammar engine"):
+        answers(model, Grammar.json_schema(deep), 1)
+    fits = answers(model, Grammar.json_schema(wide(300)), 4, temperature=1.0, seed=0)
+    for answer in fits:
+        jsonschema.validate(json.loads(answer.text), wide(300))
+
+
 def test_ptx_generate_holds_answers_to_a_schema_or_a_regex(tool_chat_export, tmp_path):
     schema = tmp_path / "person.json"
     schema.write_text(json.dumps(SCHEMA))

@@ -253,6 +253,17 @@ HOSTILE = {
     "empty-body": (CHAT, b"", 400, "empty request body", None),
     "long-chat": (CHAT, {**OK_CHAT, "messages": [{"role": "user", "content": "x"}] * 40}, 400,
                   "context is 128 tokens", "messages"),
+    # megabytes of text are refused before they are encoded ("at least": counted from their bytes), where encoding
+    # them held the server seconds, its health checks too
+    "chat-of-megabytes": (CHAT, {**OK_CHAT, "messages": [{"role": "user", "content": "a b " * 500_000}]}, 400,
+                          "take at least", "messages"),
+    "prompt-of-megabytes": (COMPLETIONS, {**OK_COMPLETION, "prompt": ["Hi", "x" * 2_000_000]}, 400, "take at least",
+                            "prompt"),
+    # 600 optional properties pass llguidance's 2,000 items a row at the first "{": said before the answer starts,
+    # where each answer was "{" and finish_reason "stop"
+    "json-schema-past-the-engine": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(600)}}}}},
+        400, "past what the grammar engine (llguidance) holds", "response_format"),
 }
 
 
@@ -279,6 +290,25 @@ def test_other_paths_and_methods_are_openai_errors(server, path, method, status,
     got, raw = post(server, path, OK_CHAT, method=method)
     error = json.loads(raw)["error"]
     assert got == status and says in error["message"], error
+
+
+def metric(server, line: str) -> float:
+    """The value of ``line`` (a metric and its labels) on the server's /metrics, 0 where it is not there yet."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=TIMEOUT_S) as response:
+        text = response.read().decode()
+    return next((float(row.rsplit(" ", 1)[1]) for row in text.splitlines() if row.startswith(line + " ")), 0.0)
+
+
+def test_a_refused_field_counts_under_the_model_it_names_and_an_unknown_model_apart(server):
+    """A 400 for a field of the body (temperature 3) is counted under the model the request names, as a refusal of
+    the model's (ptx_inference_errors_total); only a model the server does not serve counts as unknown."""
+    refused = 'ptx_inference_errors_total{code="400",model="chat",protocol="openai"}'
+    unknown = 'ptx_inference_unknown_model_requests_total{protocol="openai"}'
+    before = metric(server, refused), metric(server, unknown)
+    assert post(server, CHAT, {**OK_CHAT, "temperature": 3})[0] == 400
+    assert post(server, COMPLETIONS, {**OK_COMPLETION, "logit_bias": {"5": 200}})[0] == 400
+    assert post(server, CHAT, {**OK_CHAT, "model": "gpt-4o"})[0] == 404
+    assert (metric(server, refused), metric(server, unknown)) == (before[0] + 2, before[1] + 1)
 
 
 def test_the_openai_client_raises_its_own_errors(client):

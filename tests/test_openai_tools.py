@@ -80,6 +80,41 @@ def test_auto_answers_text_where_the_model_calls_nothing_and_none_reads_no_call(
     assert plain.message.tool_calls is None
 
 
+def test_a_function_without_parameters_is_called_with_none(client):
+    """OpenAI: "omitting parameters defines a function with an empty parameter list". A forced call of such a
+    function has the arguments {} in each of 10 sampled answers (before, any object: the random model filled it with
+    keys of its own, or never closed it)."""
+    ping = {"type": "function", "function": {"name": "ping", "description": "Ping the server"}}
+    for seed in range(10):
+        got = client.chat.completions.create(model="qwen", messages=ASK, tools=[ping], tool_choice="required",
+                                             temperature=1.0, seed=seed, max_tokens=200).choices[0]
+        assert got.finish_reason == "tool_calls", got
+        assert [(c.function.name, c.function.arguments) for c in got.message.tool_calls] == [("ping", "{}")]
+
+
+def test_parallel_tool_calls_false_keeps_an_answer_s_first_call_whole_and_streamed(local):
+    """An answer of two calls (Hermes' blocks, Qwen2.5's syntax) returns both by default, and its first alone where
+    the request says parallel_tool_calls false: as a whole answer lists its calls (Tools.kept) and as a stream sends
+    them (the server's chunks)."""
+    from ptx.infer.model.tool_calls import Hermes
+    from ptx.serve.openai_api import Reply
+    from ptx.serve.openai_routes import _CallChunks
+    from ptx.serve.openai_tools import parse_tools
+
+    answer = ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+              '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>')
+    for parallel, names in ((None, ["get_weather", "get_time"]), (True, ["get_weather", "get_time"]),
+                            (False, ["get_weather"])):
+        tools = parse_tools({"tools": TOOLS, **({} if parallel is None else {"parallel_tool_calls": parallel})})
+        syntax = Hermes(local.text)
+        assert [c.name for c in tools.kept(syntax.parse(answer)[1])] == names
+        chunks = _CallChunks(Reply("chat", "qwen"), syntax, 1, tools.parallel)
+        sent = [json.loads(c.decode().removeprefix("data: ")) for c in chunks.feed(0, answer, None) + chunks.finish()]
+        streamed = [d["function"]["name"] for doc in sent for d in doc["choices"][0]["delta"].get("tool_calls", [])
+                    if d.get("id")]
+        assert streamed == names
+
+
 def test_langchain_binds_tools_and_returns_structured_output(server):
     """LangChain's ChatOpenAI against ptx serve: bind_tools with tool_choice gives a parsed call, and
     with_structured_output (its json_schema method) a parsed object."""

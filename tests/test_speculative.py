@@ -40,6 +40,26 @@ def test_prompt_lookup_guesses_what_followed_the_latest_longest_match():
         drafter_of("draft")
 
 
+def test_a_draft_whose_tokenizer_gives_its_ids_other_words_is_refused(chat, chat_export, tmp_path):
+    """A draft model of the model's tokenizer is taken (here the model itself, its tokenizer beside it); the same
+    file beside a tokenizer of as many ids but two words swapped is refused in one line, where each of its guesses
+    would be another word than the model's."""
+    import shutil
+
+    from ptx.infer.model.speculative import draft_model
+
+    draft_model(chat_export["file"], chat).close()
+    other = tmp_path / "other"
+    shutil.copytree(chat_export["file"].parent, other)
+    doc = json.loads((other / "tokenizer.json").read_text())
+    words = doc["model"]["vocab"]
+    first, second = sorted(words, key=words.get)[200:202]
+    words[first], words[second] = words[second], words[first]
+    (other / "tokenizer.json").write_text(json.dumps(doc))
+    with pytest.raises(Exception, match="its tokenizer gives its .* ids other words than the model's"):
+        draft_model(other / chat_export["file"].name, chat)
+
+
 def test_ptx_generate_speculate_gives_greedy_s_ids_and_text_in_fewer_steps(chat_export):
     file = chat_export["file"]
     ids = ["--ids", "5,17,93,40,8,61,5,17,93,40,8,61,5,17", "--max-new-tokens", "24", "--eos", "none"]

@@ -69,12 +69,54 @@ def _compiled(grammar: Grammar, text: Text, vocab: int, eos: Sequence[int]) -> t
         raise GrammarError(f"{grammar.describe()}: {exc}") from None
     error = matcher.validate_grammar(source, tokenizer)
     if error:
-        what = {"regex": "the regular expression", "lark": "the grammar"}.get(grammar.kind, "the JSON schema")
-        raise GrammarError(f"{what} cannot hold an answer: {' '.join(error.split())[:300]}")
+        raise GrammarError(f"{_what(grammar)} cannot hold an answer: {' '.join(error.split())[:300]}")
+    _first_steps(grammar, matcher(tokenizer, source, log_level=0), vocab, eos)
     _GRAMMARS[(key, grammar)] = source
     while len(_GRAMMARS) > _KEPT_GRAMMARS:
         _GRAMMARS.popitem(last=False)
     return tokenizer, source
+
+
+def _what(grammar: Grammar) -> str:
+    return {"regex": "the regular expression", "lark": "the grammar"}.get(grammar.kind, "the JSON schema")
+
+
+# llguidance's words for a token its grammar refuses (a caller's own token): any other error of a matcher is the
+# engine giving up on the grammar itself, a limit of its parser (Earley items in a row, lexer fuel) passed
+REFUSED = "doesn't satisfy the grammar"
+FIRST_STEPS = 4  # tokens a new grammar is walked before a request is taken: a schema past the parser's limits
+# (600 optional properties passed its 2,000 items a row at the first "{") gives up within its first tokens
+
+
+def _gave_up(grammar: Grammar, matcher) -> GrammarError | None:
+    """The GrammarError where llguidance's ``matcher`` gave up on ``grammar`` (its parser's limits), else None."""
+    if not matcher.is_error() or REFUSED in matcher.get_error():
+        return None
+    reason = matcher.get_error().split("\n")[0].removeprefix("Parser Error: ").split("; consider")[0]
+    return GrammarError(f"{_what(grammar)} is past what the grammar engine (llguidance) holds: {reason[:200]}: "
+                        "give fewer optional properties or alternatives")
+
+
+def _first_steps(grammar: Grammar, matcher, vocab: int, eos: Sequence[int]) -> None:
+    """``matcher`` walked ``FIRST_STEPS`` tokens (each time the lowest id it allows that is no end): GrammarError
+    where the engine gives up on the way, so that a request is refused before its answer starts, not cut short
+    in it."""
+    import llguidance.numpy
+
+    bits = llguidance.numpy.allocate_token_bitmask(1, int(vocab))
+    ends = {int(e) for e in eos}
+    for _ in range(FIRST_STEPS):
+        if matcher.is_stopped():
+            break
+        llguidance.numpy.fill_next_token_bitmask(matcher, bits, 0)
+        allowed = np.flatnonzero(np.unpackbits(bits[0].view(np.uint8), bitorder="little"))
+        token = next((int(t) for t in allowed if int(t) not in ends), None)
+        if token is None:
+            break
+        matcher.consume_token(token)
+    failed = _gave_up(grammar, matcher)
+    if failed is not None:
+        raise failed
 
 
 def check(grammar: Grammar, text: Text, vocab: int, eos: Sequence[int]) -> None:
@@ -88,7 +130,7 @@ def constraints(grammar: Grammar, text: Text, vocab: int, eos: Sequence[int], ro
     model's logits), ``eos`` allowed where the grammar is complete."""
     tokenizer, source = _compiled(grammar, text, vocab, eos)
     llguidance = _llguidance()
-    return [Matcher(llguidance.LLMatcher(tokenizer, source, log_level=0), vocab, eos) for _ in range(rows)]
+    return [Matcher(llguidance.LLMatcher(tokenizer, source, log_level=0), vocab, eos, grammar) for _ in range(rows)]
 
 
 class Matcher:
@@ -96,17 +138,24 @@ class Matcher:
     vocabulary), and the tokens the row took. A row whose grammar is complete (or that took a token it
     refused: a caller's own) may end and nothing else: its end-of-sequence ids alone."""
 
-    def __init__(self, matcher, vocab: int, eos: Sequence[int]):
+    def __init__(self, matcher, vocab: int, eos: Sequence[int], grammar: Grammar):
         import llguidance.numpy
 
         self._fill = llguidance.numpy.fill_next_token_bitmask
-        self.matcher, self.vocab = matcher, int(vocab)
+        self.matcher, self.vocab, self.grammar = matcher, int(vocab), grammar
         self._bits = llguidance.numpy.allocate_token_bitmask(1, self.vocab)
         self._end = np.zeros(self.vocab, dtype=bool)
         self._end[[int(e) for e in eos if 0 <= int(e) < self.vocab]] = True
 
     def allowed(self) -> np.ndarray:
-        if self.matcher.is_stopped() or self.matcher.is_error():
+        """The tokens that may come next; GrammarError where llguidance gave up on the grammar mid-answer (a limit
+        of its parser passed past the first steps that ``check`` walks): the answer fails in one line, where ending
+        it would hand on text that does not parse as if it were whole."""
+        if self.matcher.is_error():
+            failed = _gave_up(self.grammar, self.matcher)
+            if failed is not None:
+                raise failed
+        if self.matcher.is_stopped():
             return self._end
         self._fill(self.matcher, self._bits, 0)
         allowed = np.unpackbits(self._bits[0].view(np.uint8), bitorder="little")[:self.vocab].astype(bool)
@@ -118,7 +167,7 @@ class Matcher:
     def copy(self) -> "Matcher":
         """A matcher in this one's state that goes on alone (llguidance's deep copy: rolling back is not an inverse
         of advancing here, as an end id after a complete answer is not counted as a token)."""
-        return Matcher(self.matcher.deep_copy(), self.vocab, np.flatnonzero(self._end))
+        return Matcher(self.matcher.deep_copy(), self.vocab, np.flatnonzero(self._end), self.grammar)
 
     @property
     def error(self) -> str | None:

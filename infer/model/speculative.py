@@ -135,6 +135,11 @@ def draft_model(path: str | Path, target, backend: str | None = None, tokens: in
         if vocab != want:
             raise PtxError(f"--speculate {path}: its vocabulary has {vocab} ids, the model's {want}: a draft model "
                            "shares the model's tokenizer")
+        words, theirs = (getattr(m, "text", None) for m in (draft, target))
+        if words is not None and theirs is not None and words.tokenizer.get_vocab() != theirs.tokenizer.get_vocab():
+            # as many ids, other words: every guess would be another word than the model's, refused at each step
+            raise PtxError(f"--speculate {path}: its tokenizer gives its {vocab} ids other words than the model's: a "
+                           "draft model shares the model's tokenizer")
     except BaseException:
         draft.close()
         raise

@@ -185,6 +185,12 @@ class Text:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     @cached_property
+    def longest_token_bytes(self) -> int:
+        """The most bytes one token adds to a text (its added tokens' too): a text's tokens are at least its bytes
+        over this, less what a normalizer shortens (NFKC makes a fullwidth letter's 3 bytes one)."""
+        return max((len(self.token_bytes(t)) for t in range(self.vocab_size)), default=1) or 1
+
+    @cached_property
     def eos(self) -> tuple[int, ...]:
         """generation_config.json's end-of-sequence ids (a chat model's end of turn among them)."""
         value = self.generation_config.get("eos_token_id")

@@ -366,8 +366,10 @@ def _chosen(tools: Sequence[dict], name: str | None) -> list[dict]:
 
 
 def _parameters(function: dict) -> dict:
-    """A function's parameters' JSON schema (one without parameters takes an empty object)."""
-    return function.get("parameters") or {"type": "object", "properties": {}}
+    """A function's parameters' JSON schema. One without parameters takes none, as OpenAI says ("omitting parameters
+    defines a function with an empty parameter list"): the empty object alone, where an object schema with no
+    properties listed would let a forced call's arguments be any object."""
+    return function.get("parameters") or {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 def _forced_schema(tools: Sequence[dict], name: str | None, key: str) -> dict:
