@@ -259,7 +259,7 @@ def export_embedder(folder: str | Path, out_dir: str | Path, *, formats: Sequenc
     chosen = [get_format(f) for f in dict.fromkeys(formats)]
     name = _check_name(name or folder.resolve().name)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
+    _check_out_dir(out_dir, force, name)
     text = _tokenizer_files(Path(tokenizer) if tokenizer else plan.transformer, plan, log,
                             "--tokenizer" if tokenizer else "the folder")
     module = sentence_encoder(plan, log)

@@ -240,7 +240,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
     name = _check_name(given.name or type(module).__name__)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, given.force)
+    _check_out_dir(out_dir, given.force, name)
     with eager_attention(module) if task == SEQ2SEQ else nullcontext():
         return _exported(module, example_inputs, out_dir, name, given, task, chosen, reduced)
 
@@ -439,13 +439,33 @@ OWN_FILES = ({*ARTIFACT_FILES.values(), *(encoder_file_name(ARTIFACT_FILES[f]) f
               reference_path("model.onnx").name, *TEXT_FILES} - {ARTIFACT_FILES["checkpoint"]})
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
+def _check_out_dir(out_dir: Path, force: bool, name: str) -> None:
+    """``out_dir`` refused (unless ``force``) where the export would replace what is not this model's: files ptx
+    did not name, or the files of another model (whose name the ptx files there record: replacing the folder would
+    delete them, as a new export of ``name`` writes other formats than they were)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise PtxError(f"--out {out_dir}: a file, not a folder")
 
     def foreign(folder: Path) -> str | None:
         other = sorted(p.name for p in folder.iterdir() if p.name not in OWN_FILES)
-        return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); an "
-                "export replaces the whole folder, so that its files always come from one module: give a new or empty "
-                "folder") if other else None
+        if other:
+            return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                    "an export replaces the whole folder, so that its files always come from one module: give a new "
+                    "or empty folder")
+        others = sorted({made for made in map(_made_for, folder.iterdir()) if made not in (None, name)})
+        return (f"--out {out_dir} holds {', '.join(others)}'s export, not {name}'s; an export replaces the whole "
+                "folder: give another --out") if others else None
     guard(out_dir, force, foreign)
+
+
+def _made_for(path: Path) -> str | None:
+    """The model name a ptx file records (its metadata read alone, no runtime), None where it is no model file
+    ptx can read."""
+    from ptx.infer.formats.model_files import read_model_file
+
+    if not path.is_file() or path.name in TEXT_FILES:
+        return None
+    try:
+        return read_model_file(path, digest=False).metadata.get("model")
+    except Exception:  # noqa: BLE001 - a file that is no readable model file is no other model's export
+        return None

@@ -47,14 +47,29 @@ def _architecture(folder: Path):
         import transformers
     except ImportError:
         raise PtxError(f"{folder} is a transformers folder: pip install transformers to export it") from None
-    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)] or _by_model_type(config)
     cls = next((getattr(transformers, a) for a in architectures if hasattr(transformers, a)), None)
+    if cls is None and not architectures:
+        raise PtxError(f"{folder}/config.json names no architecture and its model_type {config.get('model_type')!r} is "
+                       f"none this transformers ({transformers.__version__}) knows: add \"architectures\": [the model's "
+                       "class] to it, or export a factory with --module")
     if cls is None:
-        known = ", ".join(architectures) or "none"
-        raise PtxError(f"{folder}/config.json names the architecture {known}, which this transformers "
-                       f"({transformers.__version__}) does not have: upgrade transformers, or export a factory with "
-                       "--module")
+        raise PtxError(f"{folder}/config.json names the architecture {', '.join(architectures)}, which this "
+                       f"transformers ({transformers.__version__}) does not have: upgrade transformers, or export a "
+                       "factory with --module")
     return cls, config
+
+
+def _by_model_type(config: dict) -> list[str]:
+    """The class a config without "architectures" (a hand-made or old one) is, as transformers' Auto classes read its
+    model_type: its causal LM first, then its sequence-to-sequence LM, then its bare model."""
+    from transformers.models.auto import modeling_auto
+
+    kind = config.get("model_type")
+    mappings = (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+                modeling_auto.MODEL_MAPPING_NAMES)
+    named = [mapping[kind] for mapping in mappings if isinstance(kind, str) and kind in mapping][:1]
+    return [n if isinstance(n, str) else n[0] for n in named]  # a few map to several classes: the first
 
 
 def _from_pretrained(cls, folder: Path) -> torch.nn.Module:

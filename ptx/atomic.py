@@ -32,16 +32,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _staging(final: Path) -> Path:
-    """The folder beside ``final`` where this process builds it (a file with its companions, or a folder), named
-    after it and this process (``_stale`` finds a killed one's; ``final_of`` reads a path inside one back)."""
-    return final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+def _staging(final: Path, home: Path | None = None) -> Path:
+    """The folder beside ``final`` (or in ``home``) where this process builds it (a file with its companions, or a
+    folder), named after it and this process (``_stale`` finds a killed one's; ``final_of`` reads a path inside one
+    back)."""
+    return (final.parent if home is None else home) / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
 
 
-def _stale(final: Path) -> Iterator[Path]:
-    """The temporary files or folders of ``final`` left by a killed process (their names carry its
-    PID); those of a process still writing are not."""
-    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
+def _stale(final: Path, home: Path | None = None) -> Iterator[Path]:
+    """The temporary files or folders of ``final`` (beside it, or in ``home``) left by a killed process (their names
+    carry its PID); those of a process still writing are not."""
+    for tmp in (final.parent if home is None else home).glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
         pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             yield tmp
@@ -152,6 +153,8 @@ def final_of(path: str | os.PathLike) -> Path:
         staged = re.fullmatch(rf"\.(.+)\.\d+{re.escape(TEMP_SUFFIX)}", part)
         if staged is None:
             named.append(part)
+        elif named and named[-1] == staged.group(1):  # a folder staged inside itself (a mount point): it stays
+            pass
         elif index != len(parts) - 2 or parts[-1] != staged.group(1):  # a folder staged whole (--module's --out)
             named.append(staged.group(1))
         # else a file staged beside its place (.model.int8.onnx.PID.tmp/model.int8.onnx): the folder goes
@@ -201,15 +204,17 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final`` (yielded), renamed into place only
     when the block completes; a failure leaves no half folder and keeps an older ``final``.
     Temporary folders of killed processes (their names carry the PID) are removed first."""
-    final = Path(final)
-    for tmp in _stale(final):
+    final = _where_it_lies(Path(final))
+    in_place = os.path.ismount(final)  # a volume's mount point (docker run -v ...:/out): it cannot be renamed
+    home = final if in_place else final.parent  # where the staging folder is made: on final's own file system
+    for tmp in _stale(final, home):
         shutil.rmtree(tmp, ignore_errors=True)
-    staging = _staging(final)
+    staging = _staging(final, home)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         yield staging
-        _replace_folder(staging, final)
+        _fill_in_place(staging, final) if in_place else _replace_folder(staging, final)
     except PtxError:
         raise
     except Exception as exc:  # a disk that filled while the folder was built: one line, as atomic_path says it
@@ -219,6 +224,29 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
         raise error from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _where_it_lies(final: Path) -> Path:
+    """``final``, or where it is a symbolic link, the folder it names (built beside that folder and renamed there: the
+    link is kept); a link to nothing, or to no folder, refused in one line."""
+    if not final.is_symlink():
+        return final
+    target = final.resolve()
+    if not target.is_dir():
+        raise PtxError(f"{final} is a link to {target}, which is no folder: make that folder, or give another path")
+    return target
+
+
+def _fill_in_place(staging: Path, final: Path) -> None:
+    """``staging``'s files (made inside ``final``) moved into ``final``, each renamed whole over the one of its name,
+    then ``final``'s files the new ones do not replace removed: a folder that cannot be renamed (a mount point) is
+    filled in place, each file old or new at every moment (not the folder as a whole, as _replace_folder keeps it)."""
+    written = {p.name for p in staging.iterdir()}
+    for name in written:
+        os.replace(staging / name, final / name)
+    for old in final.iterdir():
+        if old.name not in written and old != staging:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 def _replace_folder(staging: Path, final: Path) -> None:

@@ -291,8 +291,13 @@ def test_a_failed_export_keeps_the_older_folder_whole(cli_exports, work):
     out = cli_exports["residual"][1]
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     specialised = zoo.catalog()["specialised"]
-    with pytest.raises(ValidationError, match="batch 5"):
+    # another model's export there is refused before any work (replacing the folder would delete its files) ...
+    with pytest.raises(PtxError, match=r"holds residual's export, not \w+'s; .*or --force to replace it"):
         export_module(specialised.module, specialised.example, out, log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # ... and with --force, an export that fails keeps it whole
+    with pytest.raises(ValidationError, match="batch 5"):
+        export_module(specialised.module, specialised.example, out, force=True, log=lambda _: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     (work / "mine").mkdir(exist_ok=True)

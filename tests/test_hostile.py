@@ -596,6 +596,32 @@ def test_a_module_exported_onto_a_full_disk_is_one_line_and_leaves_no_half_folde
     assert "\n" not in str(caught.value)
     assert not list(disk.iterdir())
 
+def test_a_module_exported_onto_a_mount_point_or_through_a_link_lands_in_that_folder(tiny_disk, tmp_path):
+    """--out a volume's mount point (docker run -v ...:/out) cannot be renamed: the export fills it in place, an
+    older export's files replaced and the ones it no longer writes removed, where it failed with a traceback after
+    all its work ("Device or resource busy"). --out a link to a folder: the files land in that folder and the link
+    stays (it was replaced by a folder, a temporary link left beside it); a link to nothing is one line."""
+    from ptx.export.module import export_module
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3)).eval()
+    example = (torch.rand(2, 3, 4, 4),)
+    volume = tiny_disk("20m")
+    export_module(module, example, volume, name="net", formats=["onnx", "torchscript"], log=lambda _: None)
+    export_module(module, example, volume, name="net", formats=["onnx"], log=lambda _: None)
+    assert os.path.ismount(volume) and sorted(p.name for p in volume.iterdir()) == ["model.onnx", "model.reference.npz"]
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    export_module(module, example, link, name="net", formats=["onnx"], log=lambda _: None)
+    assert link.is_symlink() and (real / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "tiny0"]  # nothing more beside them
+    (tmp_path / "nowhere").symlink_to(tmp_path / "gone")
+    with pytest.raises(PtxError, match="is a link to .*gone, which is no folder: make that folder") as caught:
+        export_module(module, example, tmp_path / "nowhere", name="net", formats=["onnx"], log=lambda _: None)
+    assert "\n" not in str(caught.value)
+
+
 # -- 7. images people have ------------------------------------------------------------------------------
 
 def _float_tiff(path, bad):

@@ -225,6 +225,24 @@ def test_a_folder_whose_model_is_its_own_code_is_refused(tmp_path):
     assert done.returncode == 2 and "code of its own" in done.stderr and "--module" in done.stderr, done.stderr
 
 
+def test_a_config_without_architectures_is_read_by_its_model_type_as_transformers_reads_it(tmp_path):
+    """A hand-made config.json with a model_type and no "architectures" is the class transformers' Auto classes give
+    it (a causal LM first), where it was refused as "the architecture none"; a model_type transformers does not know
+    is one line that says what to add."""
+    from ptx.export.pretrained import _architecture
+
+    config = {"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 32, "vocab_size": 50}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert _architecture(tmp_path)[0] is transformers.LlamaForCausalLM
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    assert _architecture(tmp_path)[0] is transformers.T5ForConditionalGeneration
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llamaxx"}))
+    done = ptx("export", tmp_path, "--out", tmp_path / "out")
+    assert done.returncode == 2 and "names no architecture and its model_type 'llamaxx'" in done.stderr and \
+        '"architectures"' in done.stderr, done.stderr
+
+
 def test_a_broken_tokenizer_file_is_one_line(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TextError, match="not a tokenizer file tokenizers can read"):

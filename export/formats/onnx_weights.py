@@ -31,6 +31,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.generation import of_metadata
 from ptx.errors import PtxError, first_line
@@ -79,7 +81,10 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         dropped = drop_reshape_round_trips(ready.proto, shapes)
         rotations = rotary_as_one_op(ready.proto, ready.folder, generation and generation.max_positions, shapes)
         try:
-            with quiet_logs("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"):
+            # np.errstate: the quantizer divides each block by its scale before it masks the blocks whose scale is
+            # 0 (an all-zero block, as a padding row of an embedding is): numpy's warning for a value it then drops
+            with quiet_logs("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"), \
+                    np.errstate(divide="ignore", invalid="ignore"):
                 kept = quantize_in_place(ready.proto, ready.folder, bits, block, symmetric, level)
         except Exception as exc:  # the quantizer raises many types; its first line says what failed
             raise PtxError(f"{fmt}: onnxruntime's weight-only quantizer failed for {name}: {first_line(exc)}; serve "
