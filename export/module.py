@@ -463,7 +463,7 @@ def _made_for(path: Path) -> str | None:
     ptx can read."""
     from ptx.infer.formats.model_files import read_model_file
 
-    if not path.is_file() or path.name in TEXT_FILES:
+    if not path.is_file() or path.suffix not in (".onnx", ".pt", ".pt2"):  # a model's files, not its data beside them
         return None
     try:
         return read_model_file(path, digest=False).metadata.get("model")

@@ -203,7 +203,9 @@ def writable_dir_for(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_folder(final: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final`` (yielded), renamed into place only
     when the block completes; a failure leaves no half folder and keeps an older ``final``.
-    Temporary folders of killed processes (their names carry the PID) are removed first."""
+    Temporary folders of killed processes (their names carry the PID) are removed first. A ``final`` that is a
+    link is the folder it names; one that is a mount point, which cannot be renamed, is built inside itself and
+    filled in place when the block completes (``_fill_in_place``)."""
     final = _where_it_lies(Path(final))
     in_place = os.path.ismount(final)  # a volume's mount point (docker run -v ...:/out): it cannot be renamed
     home = final if in_place else final.parent  # where the staging folder is made: on final's own file system
@@ -245,7 +247,8 @@ def _fill_in_place(staging: Path, final: Path) -> None:
     for name in written:
         os.replace(staging / name, final / name)
     for old in final.iterdir():
-        if old.name not in written and old != staging:
+        staged = old.name.startswith(f".{final.name}.") and old.name.endswith(TEMP_SUFFIX)  # another export's, or ours
+        if old.name not in written and not staged:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
