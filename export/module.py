@@ -252,6 +252,7 @@ def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOpt
     cached = task != "forward"
     source = _decoder_source(module, name, given, task) if cached else ModuleSource(module, example_inputs, name, given)
     result = ModuleExportResult(out_dir, name, source.signature)  # as every file records it
+    failed = None
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
         result.files = export_files(source, chosen, lambda fmt: nullcontext(
             (staging / fmt.file_name, out_dir / fmt.file_name)), given.log, more_to_come=bool(reduced))
@@ -259,27 +260,43 @@ def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOpt
             result.reference = source.save_reference(staging, out_dir)
         if cached:
             source.keep_text(staging, given.log)
-    if reduced:  # each written whole or not at all, the f32 files checked and kept before
-        with _reduced_from(source, out_dir, given) as (f32, folder):
-            for fmt in reduced:
-                made = export_weight_only_decoder(
-                    f32, get_format(fmt), out=out_dir, force=True, options=dict(opset=given.opset, **(given.weights or {})),
-                    log=given.log, folder=folder)
-                result.files.append(made)
-                if made.verdicts and made.verdicts[0].reasons:  # NOT USABLE on its own runtime: say where it parts
-                    where = source.departure(made.path)
-                    if where:
-                        given.log(f"{'':<11} {where}")
+        try:  # in the same folder: Ctrl-C (or a crash) while they are made keeps an older export whole
+            _reduced(source, reduced, staging, given, result)
+        except PtxError as exc:  # a reduced format refused: the files checked before it are kept, then it is said
+            failed = exc
+    for made in result.files:
+        made.path = out_dir / made.path.name  # where the folder's files are now
+    if failed is not None:
+        raise failed
     return result
 
 
+def _reduced(source, reduced: Sequence[str], staging: Path, given: ModuleOptions, result: ModuleExportResult) -> None:
+    """A decoder's weight-only formats ``reduced``, each written whole or not at all in ``staging`` (the folder being
+    built) from the f32 file checked before them, added to ``result``; where one is NOT USABLE on its own runtime,
+    where its file parts from the module, said."""
+    if not reduced:
+        return
+    with _reduced_from(source, staging, given) as (f32, folder):
+        for fmt in reduced:
+            made = export_weight_only_decoder(
+                f32, get_format(fmt), out=staging, force=True, options=dict(opset=given.opset, **(given.weights or {})),
+                log=given.log, folder=folder)
+            result.files.append(made)
+            if made.verdicts and made.verdicts[0].reasons:
+                where = source.departure(made.path)
+                if where:
+                    given.log(f"{'':<11} {where}")
+
+
 @contextmanager
-def _reduced_from(source, out_dir: Path, given: ModuleOptions):
+def _reduced_from(source, staging: Path, given: ModuleOptions):
     """(the f32 decoder file a weight-only format is made from, the folder it reads its weights from or None):
-    model.onnx as export wrote it; or, for a folder's model (``given.folder``), its graph traced without its
-    weights in a scratch folder, read from the folder's shards one tensor at a time (no f32 file first)."""
+    model.onnx as export wrote it (in ``staging``); or, for a folder's model (``given.folder``), its graph traced
+    without its weights in a scratch folder, read from the folder's shards one tensor at a time (no f32 file
+    first)."""
     if given.folder is None:
-        yield out_dir / "model.onnx", None
+        yield staging / "model.onnx", None
         return
     with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
         given.log(f"graph: traced without its weights ({given.folder.folder.name}'s tensors read as each file is written)")

@@ -98,7 +98,7 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         size = weights_bytes(tmp)
     against = (f"{size / folder.stored_bytes:.2f}x {folder.folder.name}'s {folder.dtype} weights" if folder else
                f"{size / weights_bytes(path):.2f}x {path.name}")
-    log(f"{fmt.name:<11} {final}  {file_size_text(size)} ({against})  {made.method}")
+    log(f"{fmt.name:<11} {final_of(final)}  {file_size_text(size)} ({against})  {made.method}")  # not a staging path
     instead = "(serve its onnx export)" if folder else f"(serve {path.name})"
     for line in verdict_lines(verdicts, fmt.precision, metadata.get("model", path.stem), instead):
         log(line)

@@ -585,6 +585,39 @@ def test_a_stale_int4_twin_is_its_own_row_not_the_whole_verify(lm, tmp_path):
                        for line in named.stdout.splitlines()), named.stdout
 
 
+def test_ctrl_c_while_a_reduced_format_is_made_keeps_the_older_export_whole(lm, tmp_path, monkeypatch):
+    """The f32 file and the weight-only ones are made in one staged folder: Ctrl-C while onnx-int8w is made (after
+    onnx-int4) leaves an older export in the folder as it was, its reduced files too. They were lost: the f32 file
+    and the text replaced the folder first, then each reduced file went in. A reduced format refused (a PtxError)
+    still keeps the files checked before it, and is said."""
+    import shutil
+
+    from ptx.export import module as exporting
+
+    older = tmp_path / "lm"
+    shutil.copytree(lm[0], older)
+    before = {p.name: p.read_bytes() for p in older.iterdir()}
+    made = exporting.export_weight_only_decoder
+
+    def stopped_at(fmt_name: str, error: BaseException):
+        def writer(path, fmt, **kwargs):
+            if fmt.name == fmt_name:
+                raise error
+            return made(path, fmt, **kwargs)
+        return writer
+
+    monkeypatch.setattr(exporting, "export_weight_only_decoder", stopped_at("onnx-int8w", KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        export_module(tied_llama(), None, older, name="llama", formats=["onnx-int4", "onnx-int8w"], log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in older.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["lm"]  # no staging folder left beside it
+    monkeypatch.setattr(exporting, "export_weight_only_decoder", stopped_at("onnx-int8w", PtxError("refused here")))
+    with pytest.raises(PtxError, match="refused here"):
+        export_module(tied_llama(), None, older, name="llama", formats=["onnx-int4", "onnx-int8w"], log=lambda _: None)
+    assert sorted(p.name for p in older.glob("*.onnx")) == ["model.int4.onnx", "model.onnx"]
+    assert read_model_file(older / "model.int4.onnx").metadata["source_sha256"] == file_sha256(older / "model.onnx")
+
+
 def test_sigterm_during_an_int4_export_leaves_no_scratch_folder_and_no_file(lm, tmp_path):
     """SIGTERM (a job's timeout, a container's stop) while onnx-int4 quantizes: the export ends as Ctrl-C ends it,
     exit 143 and one line, its scratch copy of the model removed and no model.int4.onnx, staged or in place.
