@@ -98,25 +98,16 @@ def _gave_up(grammar: Grammar, matcher) -> GrammarError | None:
 
 
 def _first_steps(grammar: Grammar, matcher, vocab: int, eos: Sequence[int]) -> None:
-    """``matcher`` walked ``FIRST_STEPS`` tokens (each time the lowest id it allows that is no end): GrammarError
-    where the engine gives up on the way, so that a request is refused before its answer starts, not cut short
-    in it."""
-    import llguidance.numpy
-
-    bits = llguidance.numpy.allocate_token_bitmask(1, int(vocab))
-    ends = {int(e) for e in eos}
+    """``matcher`` walked ``FIRST_STEPS`` tokens as a row's Matcher (each time the lowest id it allows that is no
+    end): GrammarError where the engine gives up on the way, so that a request is refused before its answer starts,
+    not cut short in it."""
+    walk = Matcher(matcher, vocab, eos, grammar)
     for _ in range(FIRST_STEPS):
-        if matcher.is_stopped():
-            break
-        llguidance.numpy.fill_next_token_bitmask(matcher, bits, 0)
-        allowed = np.flatnonzero(np.unpackbits(bits[0].view(np.uint8), bitorder="little"))
-        token = next((int(t) for t in allowed if int(t) not in ends), None)
-        if token is None:
-            break
-        matcher.consume_token(token)
-    failed = _gave_up(grammar, matcher)
-    if failed is not None:
-        raise failed
+        token = next((int(t) for t in np.flatnonzero(walk.allowed() & ~walk._end)), None)
+        if token is None:  # complete, or nothing but an end
+            return
+        walk.advance(token)
+    walk.allowed()  # GrammarError where the last token took the engine past its limits
 
 
 def check(grammar: Grammar, text: Text, vocab: int, eos: Sequence[int]) -> None:
