@@ -27,6 +27,7 @@ the bounds a reduced precision's decoding is held to, which ``ptx verify`` holds
 from __future__ import annotations
 
 import inspect
+import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -162,6 +163,7 @@ class DecoderSource(ExportSource):
 
     formats = DECODER_FORMATS
     folder = None  # an encoder-decoder's source (seq2seq.py) is opened whole, never read from its folder
+    _weightless: bytes | None = None  # a folder's f32 file's graph traced without its weights, once it is written
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
                  options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
@@ -217,6 +219,13 @@ class DecoderSource(ExportSource):
             # asked before a folder's f32 file is written from its shards: one its check cannot open is not kept
             require_room(f"checking {path.name} ({size_text(self.folder.f32_bytes)} of float32 weights) on "
                          f"{fmt.serving_backend}", registry.get(fmt.serving_backend).holds_external * self.folder.f32_bytes)
+            # its graph kept (a few MB at 7B: no weight in it) for the weight-only formats: a second trace of a 0.5B
+            # model costs some 100 s
+            with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
+                lazy = Path(scratch) / fmt.file_name
+                made = super().write(fmt, path, {**options, "lazy_copy": lazy})
+                self._weightless = lazy.read_bytes() if lazy.exists() else None
+            return made
         return super().write(fmt, path, options)
 
     def departure(self, path: Path) -> str | None:
@@ -242,6 +251,9 @@ class DecoderSource(ExportSource):
 
         fmt = get(CARRIES_THE_CACHE)
         path = Path(scratch) / fmt.file_name
+        if self._weightless is not None:  # the f32 file's, traced when it was written
+            path.write_bytes(self._weightless)
+            return path
         fmt.write(self.subject, self.example, path, self.signature, self.strings, lazy=True, **self.options(fmt))
         return path
 

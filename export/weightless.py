@@ -20,6 +20,7 @@ import torch
 from ptx.errors import PtxError
 
 from .folder_weights import FolderWeights, Stored, lazy_initializer, read_stored
+from .slice_pairs import sibling_slices
 
 
 @contextmanager
@@ -102,8 +103,9 @@ def lazy_graph(program, keys: dict[str, str], weights: FolderWeights):
             return False
         return None
 
-    onnxscript.optimizer.optimize_ir(model, should_fold=keep_weights_unread)
-    onnxscript.rewriter.onnx_fusions.fuse(model)  # as torch.onnx's optimize() does after optimize_ir
+    with sibling_slices():  # export/slice_pairs.py: the same rewrites, without a search that is quadratic
+        onnxscript.optimizer.optimize_ir(model, should_fold=keep_weights_unread)
+        onnxscript.rewriter.onnx_fusions.fuse(model)  # as torch.onnx's optimize() does after optimize_ir
     _fold_transposes(model, folder_tensor)
     proto = ir.to_proto(model)
     lazy = {v.name: v.const_value for v in model.graph.initializers.values() if isinstance(v.const_value, folder_tensor)}

@@ -185,7 +185,7 @@ def test_files_past_one_message_keep_their_weights_beside_them_written_tensor_by
     """Past ONE_FILE_BYTES (lowered here, as a 7B model's weights pass it) the f32 file's weights are written from
     the shards into its data file one tensor at a time, and the int4 file's go to its own data file as the quantizer
     makes them, never gathered in the graph, a weight past PIECE_BYTES (lowered too) quantized in pieces; both are
-    checked, and the int4 file is the same model, value for value."""
+    checked, and the int4 file is the same model, value for value. The graph is traced once for both files."""
     from ptx.infer.formats import onnx_files
     from ptx.infer.model.target import load
 
@@ -193,7 +193,10 @@ def test_files_past_one_message_keep_their_weights_beside_them_written_tensor_by
 
     monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 1 << 20)
     monkeypatch.setattr(onnx_weights, "PIECE_BYTES", 3 << 20)  # the 4096-wide weights and the table in pieces
+    traces, trace = [], torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
     done = ptx_ok("export", folder, "--format", "onnx,onnx-int4", "--out", tmp_path / "out")
+    assert len(traces) == 1  # the int4 file is made from the graph model.onnx was written from
     assert "written from qwen-tiny's bfloat16 tensors" in done.stdout and "greedy tokens: 64 of 64" in done.stdout
     for name in ("model.onnx", "model.int4.onnx"):
         written = tmp_path / "out" / name

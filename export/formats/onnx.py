@@ -24,6 +24,7 @@ from ptx.torch_quiet import process_output, quiet_jit
 
 from ..onnx_graph import default_opset, omit_zero_initial_states, rsqrt_as_division
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, ptx_s_own, user_files
+from ..slice_pairs import sibling_slices
 from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
 
@@ -120,7 +121,7 @@ def dynamic_axes(signature: Signature) -> dict[str, dict[int, str]]:
 
 def write(model, example: tuple, path: Path, signature: Signature, strings: dict[str, str], *,
           opset: int = DEFAULT_OPSET, exporter: Exporter | str | None = None, mode: str = "trace",
-          weights=None, lazy: bool = False) -> Written:
+          weights=None, lazy: bool = False, lazy_copy: Path | None = None) -> Written:
     """Export ``model`` called on ``example`` with every symbolic size of ``signature`` dynamic (each
     example size must be 2 or more: torch.export specializes sizes 0 and 1): the torch.export-based
     exporter (dynamo) with a ``torch.export.Dim`` per dynamic axis, or the TorchScript-based one
@@ -133,7 +134,9 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     parameters are: the graph is traced without them (export/weightless.py: the torch.export-based exporter
     alone) and each weight read from the folder as the file's data is written, one tensor at a time; ``lazy``:
     none is read, the graph is written alone with each initializer naming its folder tensor (the scratch a
-    weight-only writer quantizes from, never a file a runtime opens: not checked, no digest)."""
+    weight-only writer quantizes from, never a file a runtime opens: not checked, no digest); ``lazy_copy``: where
+    ``weights`` is given and ``lazy`` is not, that graph is also saved there, as ``lazy`` would save it (the weight-only
+    formats asked beside the f32 file are made from it, not from a second trace)."""
     import onnx
 
     from .torchscript import MADE_BY
@@ -166,6 +169,8 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
         _save_lazy(proto, path, strings, description(strings))
         return Written(f"{method}, traced without its weights", note, hint)
     if weights is not None:
+        if lazy_copy is not None:
+            _save_lazy(proto, lazy_copy, strings, description(strings))
         _read_from_folder(proto, path)
         method += f", traced without its weights and written from {weights.folder.name}'s {weights.dtype} tensors"
     save_with_metadata(proto, path, strings, description(strings), checked=False)
@@ -207,7 +212,7 @@ def _traced(model, example, path: Path, signature: Signature, name: str, tries: 
                 if which is Exporter.DYNAMO and weights is not None:
                     proto = _weightless_proto(model, example, signature, opset, names, keys, weights)
                 elif which is Exporter.DYNAMO:
-                    with one_table_per_opset():
+                    with one_table_per_opset(), sibling_slices():
                         program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
                                                     verbose=False, dynamic_shapes=dynamic_dims(signature),
                                                     **names)
