@@ -270,6 +270,8 @@ class DecoderSource(ExportSource):
             judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
                                        tolerance=self.tolerance(logits, model.device), encoder=model.encoder,
                                        cache=model.runner.new_cache(self.generation))
+        except OutOfMemoryPlan:
+            raise  # not checked here, said as such (not_kept): no fault of the file
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
         failures = judged.failures()

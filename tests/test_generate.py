@@ -247,6 +247,20 @@ def test_an_end_of_sequence_id_stops_its_prompt_alone(exported):
     assert got[1] == full[1][:full[1].index(stop) + 1]
 
 
+def test_a_judge_whose_decoding_cannot_fit_skips_its_row_saying_so_not_failing_the_file(exported, monkeypatch):
+    """The judge decodes its recorded prompts: where that cannot fit, the row is skipped with the plan's line and
+    what can be done (free memory), never a FAIL of a file that decodes, nor the library's advice to ask for fewer
+    prompts, which verify and export have no option for."""
+    from ptx.infer.model import decoding_memory
+
+    monkeypatch.setattr(decoding_memory, "decoding_need", lambda *args, **kwargs: 1e15)
+    done = ptx("verify", exported["llama"][0], "--backends", "ort-cpu", check=False)
+    said = done.stdout + done.stderr
+    assert "skipped ort-cpu: the judge's decoding: decoding 3 prompts of up to 12 tokens and 16 new ones needs " \
+           "about" in said and said.count("free memory, or run it on a larger machine") == 1, said
+    assert "FAIL" not in said and "fewer prompts" not in said and done.returncode != 0
+
+
 def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_first_step(exported, tmp_path,
                                                                                         monkeypatch):
     """The cache of a batch of long decodings grows past the memory: refused where the decoding starts (library,

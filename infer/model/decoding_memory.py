@@ -44,6 +44,15 @@ def decoding_need(signature: Signature, generation: Generation, batch: int, prom
     return memory_plan.decoding_need(cache, computed * row, prompt_length * row if every_position else 0.0)
 
 
+class DecodingOutOfMemory(memory_plan.OutOfMemoryPlan):
+    """A decoding refused before its first step: ``shortfall`` says what it needs and what is available, the message
+    adds what its caller can ask for instead (a judge, whose prompts are recorded, says its own)."""
+
+    def __init__(self, shortfall: str, advice: str):
+        super().__init__(f"{shortfall}: {advice}")
+        self.shortfall = shortfall
+
+
 def require_decoding_room(signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
                            new_tokens: int, every_position: bool) -> None:
     """OutOfMemoryPlan, in one line, where the cache of ``prompts`` decoded ``new_tokens`` further cannot fit in
@@ -55,4 +64,4 @@ def require_decoding_room(signature: Signature, generation: Generation, prompts:
                                 decoding_need(signature, generation, len(prompts), longest, new_tokens,
                                               every_position))
     if why:
-        raise memory_plan.OutOfMemoryPlan(f"{why}: ask for fewer prompts at once or fewer new tokens")
+        raise DecodingOutOfMemory(why, "ask for fewer prompts at once or fewer new tokens")

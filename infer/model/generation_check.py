@@ -25,6 +25,8 @@ from ptx.contract.tensors import Signature
 
 from .encoder_decoding import EncoderDecoding, encoder_not_open, take
 from ..runtime.cache import Cache
+from ..runtime.memory_plan import OutOfMemoryPlan
+from .decoding_memory import DecodingOutOfMemory
 from .generation import GREEDY, Decoding, Run
 
 
@@ -40,7 +42,11 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
     own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
     for group in _groups(generation, prompts):
-        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, cache)
+        try:
+            decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, cache)
+        except DecodingOutOfMemory as exc:  # the judge's prompts: fewer is not the user's to ask
+            raise OutOfMemoryPlan(f"the judge's decoding: {exc.shortfall}: free memory, or run it on a larger "
+                                  "machine") from None
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)

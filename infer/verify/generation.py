@@ -34,6 +34,7 @@ from ptx.errors import ArtifactError, MissingArtifactError, NothingToCompareErro
 
 from ..formats.model_files import ModelFile, read_model_file
 from ..runtime import backends as registry
+from ..runtime.memory_plan import OutOfMemoryPlan
 from ..model.generation_check import judge_decoding, reference_decoding
 from ..model.target import Target, Variant, group_reasons
 from .report import against_label
@@ -320,6 +321,8 @@ def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance
         judged, ms = judge_decoding(model.run, model.signature, model.generation, reference,
                                     precision=variant.precision, tolerance=tolerance, bounds=held,
                                     encoder=model.encoder, cache=model.runner.new_cache(model.generation))
+    except OutOfMemoryPlan as exc:  # a row this machine cannot judge now, not a file that fails
+        return GenerationRow(label, SKIPPED, why=str(exc))
     except PtxError as exc:
         return GenerationRow(label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
     status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)
