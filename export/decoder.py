@@ -243,6 +243,11 @@ class DecoderSource(ExportSource):
             if streamed is not None:
                 streamed.let_go()
 
+    @property
+    def has_weightless_graph(self) -> bool:
+        """Whether the f32 file's graph, traced without its weights, is kept for the weight-only formats."""
+        return self._weightless is not None
+
     def lazy_graph(self, scratch: Path) -> Path:
         """The decoder's f32 graph traced without its weights in ``scratch`` (model.onnx, with the strings every file
         carries), each initializer naming its folder tensor: what the weight-only formats are made from, one tensor

@@ -299,7 +299,9 @@ def _reduced_from(source, staging: Path, given: ModuleOptions):
         yield staging / "model.onnx", None
         return
     with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
-        given.log(f"graph: traced without its weights ({given.folder.folder.name}'s tensors read as each file is written)")
+        traced = "model.onnx's, traced without its weights" if source.has_weightless_graph else \
+            "traced without its weights"
+        given.log(f"graph: {traced} ({given.folder.folder.name}'s tensors read as each file is written)")
         yield source.lazy_graph(Path(scratch)), given.folder
 
 

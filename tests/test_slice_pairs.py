@@ -69,6 +69,45 @@ def test_the_graph_is_the_one_onnxscript_s_own_matcher_makes():
         np.testing.assert_array_equal(a, b)
 
 
+def _model(nodes, inputs, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+HALVES = [helper.make_tensor(name, TensorProto.INT64, [1], value)
+          for name, value in (("axes", [-1]), ("b0", [0]), ("e0", [8]), ("b1", [8]), ("e1", [16]))]
+X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])
+
+
+def test_a_reader_attached_late_is_met_where_the_graph_has_it():
+    """The upper half reads x through an Identity the optimizer folds away: it becomes x's reader after the lower
+    half did, but comes first in the graph, where onnxscript meets it (and makes the Split)."""
+    proto = _model([helper.make_node("Identity", ["x"], ["y"]),
+                    helper.make_node("Slice", ["y", "b1", "e1", "axes"], ["hi"]),
+                    helper.make_node("Slice", ["x", "b0", "e0", "axes"], ["lo"]),
+                    helper.make_node("Add", ["lo", "hi"], ["s"])], [X], HALVES)
+    ours, theirs = _optimized(proto, True), _optimized(proto, False)
+    assert [n.op_type for n in theirs.graph.node] == ["Split", "Add"]
+    assert ours.SerializeToString() == theirs.SerializeToString()
+
+
+def test_a_reader_inside_a_branch_is_not_the_graph_s():
+    """x's upper half read inside an If's branch is no pair for the lower half outside it (onnxscript looks at one
+    graph at a time; pairing them failed the optimizer)."""
+    then = helper.make_graph([helper.make_node("Slice", ["x", "b1", "e1", "axes"], ["hi"])], "then", [],
+                             [helper.make_tensor_value_info("hi", TensorProto.FLOAT, [2, 8])])
+    other = helper.make_graph([helper.make_node("Neg", ["x8"], ["n"])], "else", [],
+                              [helper.make_tensor_value_info("n", TensorProto.FLOAT, [2, 8])])
+    proto = _model([helper.make_node("If", ["c"], ["branch"], then_branch=then, else_branch=other),
+                    helper.make_node("Slice", ["x", "b0", "e0", "axes"], ["lo"]),
+                    helper.make_node("Add", ["lo", "branch"], ["s"])],
+                   [X, helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                    helper.make_tensor_value_info("x8", TensorProto.FLOAT, [2, 8])], HALVES)
+    ours, theirs = _optimized(proto, True), _optimized(proto, False)
+    assert [n.op_type for n in ours.graph.node] == ["If", "Slice", "Add"]
+    assert ours.SerializeToString() == theirs.SerializeToString()
+
+
 def test_the_search_grows_with_the_graph_not_with_its_square(monkeypatch):
     """The nodes the matcher looks at (op_identifier calls) for 8 and 32 pairs: onnxscript's brute force lists the
     graph for each node it starts from (4x the pairs: 16x the calls); the siblings' search grows as the graph does."""

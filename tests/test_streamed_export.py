@@ -197,6 +197,7 @@ def test_files_past_one_message_keep_their_weights_beside_them_written_tensor_by
     monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
     done = ptx_ok("export", folder, "--format", "onnx,onnx-int4", "--out", tmp_path / "out")
     assert len(traces) == 1  # the int4 file is made from the graph model.onnx was written from
+    assert "graph: model.onnx's, traced without its weights" in done.stdout
     assert "written from qwen-tiny's bfloat16 tensors" in done.stdout and "greedy tokens: 64 of 64" in done.stdout
     for name in ("model.onnx", "model.int4.onnx"):
         written = tmp_path / "out" / name

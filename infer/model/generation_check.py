@@ -32,7 +32,8 @@ from .generation import GREEDY, Decoding, Run
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
              tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, cache: Cache | None = None,
-             first: bool = False) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
+             first: bool = False, what: str = "the judge's decoding"
+             ) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
     greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
     own positions but the last where ``keep`` and the file's prompt pass gives them (a causal LM's; else None),
@@ -45,8 +46,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
         try:
             decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, cache)
         except DecodingOutOfMemory as exc:  # the judge's prompts: fewer is not the user's to ask
-            raise OutOfMemoryPlan(f"the judge's decoding: {exc.shortfall}: free memory, or run it on a larger "
-                                  "machine") from None
+            raise OutOfMemoryPlan(f"{what}: {exc.shortfall}: free memory, or run it on a larger machine") from None
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)
@@ -105,7 +105,7 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
     a step whose token is not ``run``'s own top has a margin below 0 in the record. An encoder-decoder's
     ``prompts`` are its sources (lists of ids, or an array of features) and ``encoder`` its encoder's runner."""
     record, logits, own_positions, _, _ = _decoded(run, signature, generation, prompts, steps, tokens, keep=True,
-                                                   encoder=encoder)
+                                                   encoder=encoder, what="the reference's decoding")
     kept = prompts if isinstance(prompts, np.ndarray) else [list(p) for p in prompts]
     positions = None
     if not isinstance(prompts, np.ndarray) and all(r is not None or len(p) < 2 for r, p in zip(own_positions, kept)):
