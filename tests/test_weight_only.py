@@ -446,8 +446,9 @@ def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path
 def test_nncf_given_a_group_of_weights_at_a_time_writes_what_the_whole_call_writes(lm, tmp_path, monkeypatch, fmt):
     """Data-free, NNCF decides each weight alone, so given the weights a group at a time (the head and the embedding
     in its backup int8 as the whole call chooses them) it writes the same file's weights: every DequantizeLinear
-    the whole graph's call writes, its attributes and its tensors' bytes, for the same weight. A planted fault (the
-    head compressed in 4 bits as the body is) parts from the whole call."""
+    the whole graph's call writes, its attributes and its tensors' bytes, for the same weight, and the embedding's
+    table, gathered in 8 bits before it is dequantized (dequantized_reads.py), with its scales and zero points. A
+    planted fault (the head compressed in 4 bits as the body is) parts from the whole call."""
     pytest.importorskip("nncf")
     from ptx.export.formats import nncf_groups, openvino_weights
     from ptx.infer.formats.signature import recorded_signature
@@ -463,8 +464,10 @@ def test_nncf_given_a_group_of_weights_at_a_time_writes_what_the_whole_call_writ
         model = onnx.load(str(path))
         tensors = {t.name: numpy_helper.to_array(t).tobytes() if t.data_type not in (TensorProto.INT4, TensorProto.UINT4)
                    else t.raw_data for t in model.graph.initializer}
-        return {n.output[0]: ([helper.get_attribute_value(a) for a in n.attribute], [tensors[i] for i in n.input])
-                for n in model.graph.node if n.op_type == "DequantizeLinear"}, read_model_file(path).metadata
+        return {n.output[0]: (n.op_type, [helper.get_attribute_value(a) for a in n.attribute],
+                              [tensors.get(i) for i in n.input])
+                for n in model.graph.node if n.op_type == "DequantizeLinear" or (
+                    n.op_type == "Gather" and n.input[0] in tensors)}, read_model_file(path).metadata
 
     grouped, meta = written("grouped.onnx")
     assert "a group of weights at a time" in meta["quantization"]
@@ -473,11 +476,13 @@ def test_nncf_given_a_group_of_weights_at_a_time_writes_what_the_whole_call_writ
                         lambda graph: (nncf_groups.weights_to_compress(graph)[0], ["forced"]))
         whole, meta = written("whole.onnx")
     assert "the whole graph at once" in meta["quantization"]
-    assert len(whole) == 16 and grouped.keys() == whole.keys() and grouped == whole
+    assert grouped.keys() == whole.keys() and grouped == whole
+    assert [op for op, _, _ in whole.values()].count("DequantizeLinear") == 15  # the table's gathered first
+    assert sum(op == "Gather" for op, _, _ in whole.values()) >= 3  # its 8 bits, its scales, its zero points
     if fmt == "openvino-int4":
         monkeypatch.setattr(nncf_groups, "BACKUP", ("INT4_ASYM", 128))
         planted, _ = written("planted.onnx")
-        assert planted.keys() == whole.keys() and planted != whole
+        assert planted != whole  # a 4-bit table stays a blocked DequantizeLinear: the keys part too
 
 
 def test_nncf_is_imported_with_its_telemetry_off():

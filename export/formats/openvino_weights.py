@@ -38,6 +38,7 @@ from .onnx import add_metadata, check_opset
 from .onnx_weights import tutorial_refused
 from .openvino_int8 import imported_nncf, quiet_nncf, unavailable
 from ..graph_weights import weights_placed
+from .dequantized_reads import dequantized_where_read
 from .nncf_groups import compress_in_groups, weights_to_compress
 from .weight_only import check_block_size, prepared, quantized_matmuls, raise_opset, saved
 
@@ -90,10 +91,12 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         try:
             if whole:
                 proto = _whole_call(nncf, ready, options, fallback, fmt, other)
+                reads = dequantized_where_read(proto, ready.folder)
             else:  # NNCF's own result, a group of weights at a time (nncf_groups.py says why it is the same)
                 proto = ready.proto
                 with quiet_nncf():
                     compress_in_groups(proto, ready.folder, (kind, group), fallback)
+                reads = dequantized_where_read(proto, ready.folder)
                 weights_placed(proto, ready.folder, path)
         except PtxError:
             raise
@@ -113,10 +116,20 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                + (f", data-aware (AWQ, scale estimation) on {len(calibration)} case{'s' * (len(calibration) != 1)}"
                   if data and bits == 4 else ", data-free")
                + ("; the whole graph at once" if whole else "; a group of weights at a time")
-               + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else ""))
+               + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else "")
+               + _read_in_8_bits(*reads))
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
+
+
+def _read_in_8_bits(blocked: int, tables: int) -> str:
+    """What dequantized_reads.py rewrote, as the export says it."""
+    said = [f"{blocked} per-channel weight{'s' * (blocked != 1)} blocked" if blocked else "",
+            f"{tables} table{'s' * (tables != 1)} gathered before {'they are' if tables != 1 else 'it is'} "
+            "dequantized" if tables else ""]
+    said = [s for s in said if s]
+    return f"; {' and '.join(said)}, for ONNX Runtime to read in 8 bits" if said else ""
 
 
 def _whole_call(nncf, ready, options: dict, fallback: dict, fmt: str, other: list[str]):

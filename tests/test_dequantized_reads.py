@@ -1,0 +1,109 @@
+"""export/formats/dequantized_reads.py: NNCF's per-channel 8-bit weights rewritten so that ONNX Runtime reads them in
+8 bits (a head's DequantizeLinear blocked, fused into a MatMulNBits; an embedding's gathered before it is
+dequantized), the values the same: bit for bit where no runtime fuses anything, and on OpenVINO."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ptx.export.formats.dequantized_reads import dequantized_where_read
+
+ort = pytest.importorskip("onnxruntime")
+
+K, N, V, D = 96, 40, 50, 24  # K: blocks of 32 (96 is no multiple of 64 or 128)
+
+
+def _graph(opset: int = 21, k: int = K) -> onnx.ModelProto:
+    """A head (x [b, k] times a uint8 [k, N] weight, a scale and zero point per column) and an embedding (a uint8
+    [V, D] table, a scale and zero point per row, gathered by ids), as NNCF writes them."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.integers(0, 256, (k, N), dtype=np.uint8), "w"),
+             numpy_helper.from_array((rng.random(N) * 0.02 + 0.001).astype(np.float32), "w_scale"),
+             numpy_helper.from_array(rng.integers(100, 156, N, dtype=np.uint8), "w_zero"),
+             numpy_helper.from_array(rng.integers(0, 256, (V, D), dtype=np.uint8), "table"),
+             numpy_helper.from_array((rng.random(V) * 0.02 + 0.001).astype(np.float32), "table_scale"),
+             numpy_helper.from_array(rng.integers(100, 156, V, dtype=np.uint8), "table_zero")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wf"], name="w_dq", axis=-1),
+             helper.make_node("MatMul", ["x", "wf"], ["logits"], name="head"),
+             helper.make_node("DequantizeLinear", ["table", "table_scale", "table_zero"], ["tf"], name="t_dq", axis=0),
+             helper.make_node("Gather", ["tf", "ids"], ["embedded"], name="embed", axis=0)]
+    graph = helper.make_graph(nodes, "nncf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", k]),
+                                              helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", N]),
+                               helper.make_tensor_value_info("embedded", TensorProto.FLOAT, ["b", "s", D])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+def _rewritten(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[int, int]]:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    made = dequantized_where_read(copy, None)
+    onnx.checker.check_model(copy, full_check=True)
+    return copy, made
+
+
+def _feeds(k: int = K) -> dict:
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((3, k)).astype(np.float32), "ids": rng.integers(0, V, (3, 5))}
+
+
+def _run(proto, optimized: bool, tmp_path=None):
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if tmp_path is not None:
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, _feeds(proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value))
+
+
+def test_the_values_are_the_same_bit_for_bit_where_nothing_is_fused():
+    proto = _graph()
+    rewritten, made = _rewritten(proto)
+    assert made == (1, 1)
+    for ours, theirs in zip(_run(rewritten, False), _run(proto, False)):
+        assert np.array_equal(ours, theirs)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("DequantizeLinear") == 1 and ops.count("Gather") == 3  # the head's; the table, scale, zero
+    assert {t.name for t in rewritten.graph.initializer} >= {"w_scale_per_block", "w_zero_per_block"}
+    assert "w_scale" not in {t.name for t in rewritten.graph.initializer}  # the per-column scales no longer read
+
+
+def test_onnx_runtime_reads_the_rewritten_weights_in_8_bits_and_the_written_ones_in_float32(tmp_path):
+    """ONNX Runtime's own optimizer: the rewritten head becomes a MatMulNBits and no DequantizeLinear is left to run
+    at every run; NNCF's form keeps both DequantizeLinears (a float32 copy of each weight, each run)."""
+    def optimized_ops(proto):
+        _run(proto, True, tmp_path)
+        return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+
+    ours, theirs = optimized_ops(_rewritten(_graph())[0]), optimized_ops(_graph())
+    assert ours["MatMulNBits"] == 1 and ours["DequantizeLinear"] == 0
+    assert theirs["MatMulNBits"] == 0 and theirs["DequantizeLinear"] == 2
+    fused, written = _run(_rewritten(_graph())[0], True), _run(_graph(), False)
+    np.testing.assert_allclose(fused[0], written[0], rtol=0.02, atol=0.02 * np.abs(written[0]).max())
+    assert np.array_equal(fused[1], written[1])
+
+
+def test_below_opset_21_or_with_no_block_that_divides_k_the_head_is_left_as_nncf_wrote_it():
+    _, made = _rewritten(_graph(opset=18))
+    assert made == (0, 1)  # no block_size before opset 21: the table is still gathered first
+    _, made = _rewritten(_graph(k=24))  # 24: none of 128, 64, 32 or 16 divides it
+    assert made == (0, 1)
+
+
+def test_openvino_reads_the_rewritten_file_as_it_reads_nncf_s():
+    ov = pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    core = ov.Core()
+
+    def run(proto):
+        compiled = core.compile_model(core.read_model(proto.SerializeToString()), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(_feeds())
+        return [result[compiled.output(i)] for i in range(2)]
+
+    for ours, theirs in zip(run(_rewritten(_graph())[0]), run(_graph())):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
