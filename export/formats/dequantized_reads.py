@@ -45,6 +45,7 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
             readers.setdefault(name, []).append(node)
     opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
     blocked = tables = 0
+    replaced: set[str] = set()
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or any(a.name == "block_size" for a in node.attribute):
             continue
@@ -61,16 +62,18 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
             continue
         if opset >= BLOCKED_SINCE and axis == 1 and weight.data_type == onnx.TensorProto.UINT8 and \
                 all(r.op_type == "MatMul" and list(r.input).index(node.output[0]) == 1 for r in used):
-            blocked += _blocked(graph, node, weight, scale, zero, folder)
+            if _blocked(graph, node, weight, scale, zero, folder):
+                blocked += 1
+                replaced |= {t.name for t in (scale, zero) if t is not None}
         elif axis == 0 and all(r.op_type == "Gather" and r.input[0] == node.output[0] and _gather_axis(r) == 0
                                for r in used):
             for reader in used:
                 _gathered_first(graph, node, reader, scale.data_type)
             graph.node.remove(node)
             tables += 1
-    read = {name for node in graph.node for name in node.input}
-    for tensor in [t for t in graph.initializer if t.name not in read]:  # a blocked weight's per-column scales
-        drop_initializer(graph, tensor.name)
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for name in sorted(replaced - read):  # a blocked weight's per-column scales, no longer read
+        drop_initializer(graph, name)
     return blocked, tables
 
 
