@@ -26,20 +26,18 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from .thread_flag import ThreadFlag
+
 _LOCK = threading.Lock()  # installing the matcher, once
-_IN_PTX = threading.local()
+_IN_PTX = ThreadFlag()
 
 
 @contextmanager
 def sibling_slices() -> Iterator[None]:
     """Within the block (this thread's), SlicesSplit tries as its second Slice only the first one's siblings."""
     _install()
-    before = getattr(_IN_PTX, "on", False)
-    _IN_PTX.on = True
-    try:
+    with _IN_PTX.raised():
         yield
-    finally:
-        _IN_PTX.on = before
 
 
 def _install() -> None:
@@ -84,7 +82,7 @@ def _matcher_class():
             self._order: dict = {}  # node -> its place in the graph, built once a pass over it (see _in_order)
 
         def match(self, model, graph_or_function, node, *, verbose=0, remove_nodes=True, tracer=None):
-            if not getattr(_IN_PTX, "on", False):
+            if not _IN_PTX:
                 return super().match(model, graph_or_function, node, verbose=verbose, remove_nodes=remove_nodes,
                                      tracer=tracer)
             if not node.inputs or node.inputs[0] is None:  # no x: the pattern's first Slice reads one

@@ -18,8 +18,10 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from .thread_flag import ThreadFlag
+
 _LOCK = threading.Lock()  # installing the wrapper, once
-_IN_PTX = threading.local()  # set within ptx's own export call: other callers of torch.onnx get torch's own
+_IN_PTX = ThreadFlag()  # set within ptx's own export call: other callers of torch.onnx get torch's own
 _BUILT: dict[int, tuple[frozenset, object]] = {}  # opset -> (the operators it was built with, table)
 
 
@@ -28,12 +30,8 @@ def one_table_per_opset() -> Iterator[None]:
     """Within the block (this thread's), torch.onnx's ``ONNXRegistry.from_torchlib`` hands out copies of one
     table per opset."""
     _install()
-    before = getattr(_IN_PTX, "on", False)
-    _IN_PTX.on = True
-    try:
+    with _IN_PTX.raised():
         yield
-    finally:
-        _IN_PTX.on = before
 
 
 def _install() -> None:
@@ -49,7 +47,7 @@ def _install() -> None:
 
         def reused(cls, *args, **kwargs):
             opset = kwargs.get("opset_version", args[0] if args else None)
-            if not getattr(_IN_PTX, "on", False) or cls is not registry or len(args) + len(kwargs) > 1 or (
+            if not _IN_PTX or cls is not registry or len(args) + len(kwargs) > 1 or (
                     kwargs and "opset_version" not in kwargs) or opset is None:
                 return build.__func__(cls, *args, **kwargs)  # a call this shim was not written for
             operators = _operators()
