@@ -107,3 +107,18 @@ def test_openvino_reads_the_rewritten_file_as_it_reads_nncf_s():
 
     for ours, theirs in zip(run(_rewritten(_graph())[0]), run(_graph())):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(theirs).max())
+
+
+def test_scales_kept_in_a_data_file_are_read_from_it(tmp_path):
+    """NNCF's tensors as an export holds them, in a data file beside the graph: the repeated scales are read from it
+    and the file runs as the one written inside."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    onnx.save_model(_graph(), str(tmp_path / "nncf.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="nncf.onnx.data", size_threshold=0)
+    proto = onnx.load(str(tmp_path / "nncf.onnx"), load_external_data=False)
+    assert all(t.data_location == t.EXTERNAL for t in proto.graph.initializer)
+    assert dequantized_where_read(proto, tmp_path) == (1, 1)
+    load_external_data_for_model(proto, str(tmp_path))
+    for ours, theirs in zip(_run(proto, False), _run(_graph(), False)):
+        assert np.array_equal(ours, theirs)

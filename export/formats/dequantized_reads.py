@@ -86,12 +86,12 @@ def _gather_axis(node) -> int:
 
 
 def _values(tensor, folder: Path | None) -> np.ndarray:
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     from ..graph_weights import _bytes_of
 
     if tensor.data_location == tensor.EXTERNAL:
-        dtype = numpy_helper.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
         return np.frombuffer(_bytes_of(tensor, folder), dtype=dtype).reshape(tuple(tensor.dims))
     return numpy_helper.to_array(tensor)
 

@@ -104,7 +104,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
             raise PtxError(f"{fmt}: NNCF's compress_weights failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
         give_back_freed(weights=ready.weights)
-        done = sum(n.op_type == "DequantizeLinear" for n in proto.graph.node)
+        done = sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) + reads[1]  # a table gathered first
         _, left = quantized_matmuls(proto, ())
         if not done:
             raise PtxError(f"{fmt}: NNCF found no MatMul weight to compress in {name}: serve {ready.served} (f32)")
