@@ -44,6 +44,7 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
+    outputs = {o.name for o in graph.output}
     blocked = tables = 0
     replaced: set[str] = set()
     for node in list(graph.node):
@@ -58,7 +59,7 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
             continue
         axis = _axis(node) % 2
         used = readers.get(node.output[0], [])
-        if not used or node.output[0] in {o.name for o in graph.output}:
+        if not used or node.output[0] in outputs:
             continue
         if opset >= BLOCKED_SINCE and axis == 1 and weight.data_type == onnx.TensorProto.UINT8 and \
                 all(r.op_type == "MatMul" and list(r.input).index(node.output[0]) == 1 for r in used):
@@ -71,7 +72,7 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
                 _gathered_first(graph, node, reader, scale.data_type)
             graph.node.remove(node)
             tables += 1
-    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    read = {name for node in graph.node for name in node.input} | outputs
     for name in sorted(replaced - read):  # a blocked weight's per-column scales, no longer read
         drop_initializer(graph, name)
     return blocked, tables
@@ -85,23 +86,13 @@ def _gather_axis(node) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 0)
 
 
-def _values(tensor, folder: Path | None) -> np.ndarray:
-    from onnx import helper, numpy_helper
-
-    from ..graph_weights import _bytes_of
-
-    if tensor.data_location == tensor.EXTERNAL:
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        return np.frombuffer(_bytes_of(tensor, folder), dtype=dtype).reshape(tuple(tensor.dims))
-    return numpy_helper.to_array(tensor)
-
-
 def _blocked(graph, node, weight, scale, zero, folder: Path | None) -> int:
     """``node`` (a MatMul weight's DequantizeLinear, a scale per column) made blocked along K: 1, or 0 where no
     block size divides K."""
     import onnx
 
     from ..graph_weights import add_constant
+    from ..onnx_graph import weight_of
 
     k = int(weight.dims[0])
     block = next((b for b in BLOCKS if k % b == 0), None)
@@ -111,7 +102,7 @@ def _blocked(graph, node, weight, scale, zero, folder: Path | None) -> int:
     for tensor in (scale, zero):
         if tensor is None:
             continue
-        repeated = np.tile(_values(tensor, folder)[None, :], (k // block, 1))
+        repeated = np.tile(weight_of(tensor, folder)[None, :], (k // block, 1))
         name = f"{tensor.name}_per_block"
         if not any(t.name == name for t in graph.initializer):
             add_constant(graph, name, repeated, None)
