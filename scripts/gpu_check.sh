@@ -57,7 +57,8 @@
 # verified on the CUDA rows, benched, served: $KEEP/own.md), locate (`ptx verify NAME --backends
 # ort-cuda,ort-cuda-tf32 --locate` and the ONNX file's `--locate` of ort-cuda against ort-cpu, every
 # model: $KEEP/locate.md), lmexport, lmint4 and lm (a language model exported with its cache on the host,
-# its int4 weights made from it after the ort phase, both verified and benched on ort-cuda beside ort-cpu:
+# its int4 weights made from it after the ort phase, both verified and benched on ort-cuda beside ort-cpu, and
+# where a decoding step's time goes on the GPU, kernels against the host's launches (scripts/gpu_lm_step.py):
 # $KEEP/lm.md).
 #
 # No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
@@ -87,6 +88,7 @@ VERIFY_SAMPLES=${PTX_GPU_VERIFY_SAMPLES:-1000}
 LM_FACTORY=${PTX_GPU_LM:-scripts/generate_lms.py:qwen2_05b}  # the language model of the lmexport and lm phases
 LM_NEW_TOKENS=${PTX_GPU_LM_TOKENS:-64}
 LM_BACKENDS=${PTX_GPU_LM_BACKENDS:-ort-cpu,ort-cuda}
+LM_STEP_BACKEND=${PTX_GPU_LM_STEP_BACKEND:-$([ "$DEVICE" = cuda ] && echo ort-cuda || echo ort-cpu)}  # gpu_lm_step.py's
 
 STEPS_FAILED="$WORK/steps-failed"  # the failed steps of the phase running now, one a line
 
@@ -495,6 +497,13 @@ phase_lm() {
         sort -n "$smi" | awk 'NR == 1 { low = $1 } { high = $1 } END { if (NR) printf "\nGPU memory while bench ran (nvidia-smi, every 100 ms): %d MiB at its lowest, %d MiB at its peak\n", low, high }' \
             | tee -a "$KEEP/lm.md"
     fi
+    # Issue 106: whether the step is launch-bound or bound by its logits' copy (the GPU's busy share of a step)
+    { echo; echo "### scripts/gpu_lm_step.py: where a decoding step's time goes on $LM_STEP_BACKEND"
+      transcript
+      local files=("$file")
+      [ -f "${file%.onnx}.int4.onnx" ] && files+=("${file%.onnx}.int4.onnx")
+      python3 "$ROOT/scripts/gpu_lm_step.py" "${files[@]}" --backend "$LM_STEP_BACKEND" 2>&1 \
+          | grep -v '^USDT:\|profiler_st' || step_failed "scripts/gpu_lm_step.py"; } | tee -a "$KEEP/lm.md"
 }
 
 phase_summary() {
