@@ -122,3 +122,64 @@ def test_scales_kept_in_a_data_file_are_read_from_it(tmp_path):
     load_external_data_for_model(proto, str(tmp_path))
     for ours, theirs in zip(_run(proto, False), _run(_graph(), False)):
         assert np.array_equal(ours, theirs)
+
+
+def _with_group_norm(opset: int, inside_a_branch: bool) -> onnx.ModelProto:
+    """A graph at ``opset`` holding a GroupNormalization (whose scale and bias meant one per group before opset 21,
+    one per channel from it), at its top or inside an If's branch."""
+    norm = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2)
+    inits = [numpy_helper.from_array(np.ones(2, np.float32), "s"), numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    value = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3])]
+    if inside_a_branch:
+        branch = helper.make_graph([norm], "branch", [], value)
+        top = [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)]
+        inputs = [helper.make_tensor_value_info("c", TensorProto.BOOL, [])]
+    else:
+        top, inputs = [norm], []
+    graph = helper.make_graph(top, "g", [*inputs, helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3])],
+                              value, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+
+
+@pytest.mark.parametrize("inside_a_branch", [False, True])
+def test_the_opset_is_raised_to_21_only_where_no_op_changes_its_meaning(inside_a_branch):
+    """openvino-int8w's weights are read blocked (opset 21's block_size) where its opset can be raised: not where an
+    op of the graph (a subgraph's too) would compute something else at 21; a graph of NNCF's ops alone is raised."""
+    from ptx.errors import PtxError
+    from ptx.export.formats.weight_only import ops_changed_by, raise_opset
+
+    held = _with_group_norm(18, inside_a_branch)
+    assert ops_changed_by(held, 21) == ["GroupNormalization"]
+    with pytest.raises(PtxError, match="needs opset 21, where GroupNormalization changes its meaning"):
+        raise_opset(held, 21)
+    assert held.opset_import[0].version == 18
+    assert ops_changed_by(_with_group_norm(21, inside_a_branch), 21) == []  # already 21's meaning
+    plain = _graph(opset=18)
+    assert ops_changed_by(plain, 21) == []
+    raise_opset(plain, 21)
+    assert plain.opset_import[0].version == 21 and _rewritten(plain)[1] == (1, 1)  # now the head is blocked too
+
+
+@pytest.mark.parametrize("with_group_norm", [False, True])
+def test_onnx_int4_keeps_a_table_f32_where_its_int4_form_would_change_an_op_s_meaning(tmp_path, with_group_norm):
+    """onnx-int4's embedding table (GatherBlockQuantized's int4 type) needs opset 21: where a GroupNormalization would
+    change meaning there, the table stays f32 and the export says why; elsewhere it is quantized, the opset 21."""
+    from ptx.export.formats.onnx_weights import quantize_in_place
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], axis=0), helper.make_node("MatMul", ["e", "w"], ["y"])]
+    model = _with_group_norm(18, inside_a_branch=False) if with_group_norm else _graph(opset=18)
+    model.graph.initializer.extend(inits)
+    model.graph.node.extend(nodes)
+    model.graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3]))
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64]))
+    kept = quantize_in_place(model, tmp_path, 4, 32, True, 4)
+    ops = [n.op_type for n in model.graph.node]
+    assert "MatMulNBits" in ops
+    if with_group_norm:
+        assert kept == ["the embedding's table f32 (its int4 form needs opset 21, where GroupNormalization would "
+                        "change meaning)"] and "GatherBlockQuantized" not in ops and model.opset_import[0].version == 18
+    else:
+        assert kept == [] and "GatherBlockQuantized" in ops and model.opset_import[0].version == 21

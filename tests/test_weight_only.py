@@ -471,6 +471,14 @@ def test_nncf_given_a_group_of_weights_at_a_time_writes_what_the_whole_call_writ
 
     grouped, meta = written("grouped.onnx")
     assert "a group of weights at a time" in meta["quantization"]
+    if fmt == "openvino-int8w":  # its opset raised to 21, so that each MatMul's weight is read blocked, in 8 bits
+        model = onnx.load(str(tmp_path / "grouped.onnx"), load_external_data=False)
+        assert [e.version for e in model.opset_import if e.domain in ("", "ai.onnx")] == [21]
+        read = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"}
+        blocked = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in read]
+        assert len(blocked) >= 14 and all(helper.get_attribute_value(a) > 0 for n in blocked for a in n.attribute
+                                          if a.name == "block_size"), blocked
+        assert all(any(a.name == "block_size" for a in n.attribute) for n in blocked)
     with monkeypatch.context() as patched:
         patched.setattr(openvino_weights, "weights_to_compress",
                         lambda graph: (nncf_groups.weights_to_compress(graph)[0], ["forced"]))

@@ -5,9 +5,9 @@ weight of openvino-int8w) as one DequantizeLinear of the whole weight, read by a
 fuses a DequantizeLinear into its MatMul (an 8- or 4-bit MatMulNBits) only where it is blocked (opset 21's
 block_size), and into a Gather never: it ran those DequantizeLinears at every run, a float32 copy of the head and of
 the whole embedding table each step (Qwen2.5-0.5B's openvino-int4 file decoded at 526 ms a token on ort-cpu, its
-onnx-int4 twin at 26.5; AMD EPYC, 2 cores, 2026-11-29). So, where the graph's opset has block_size (21; openvino-int4
-raises it to 21 for its int4 blocks, openvino-int8w keeps the export's opset, where the meaning of some ops changed
-on the way to 21):
+onnx-int4 twin at 26.5; AMD EPYC, 2 cores, 2026-11-29). So, where the graph's opset has block_size (21:
+openvino_weights raises it there, for int4's blocks and int8w's, except where an op's meaning would change on the
+way):
 
 - a MatMul's uint8 weight with one scale per output column (axis -1 of [K, N]) is written blocked along K (axis 0,
   blocks of the largest of 128, 64, 32 and 16 that divides K), each column's scale and zero point repeated for each

@@ -46,7 +46,8 @@ from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from ..graph_weights import spill_file, weights_placed
-from .weight_only import (check_block_size, drop_initializer, prepared, quantized_matmuls, raise_opset, saved)
+from .weight_only import (check_block_size, drop_initializer, ops_changed_by, prepared, quantized_matmuls, raise_opset,
+                          saved)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
@@ -128,7 +129,9 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                  DefaultWeightOnlyQuantizer)
 
-    ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)  # the quantizer's Gather is 4-bit only
+    # the quantizer's Gather is 4-bit only, and its int4 table needs opset 21: not where that changes an op's meaning
+    changed = ops_changed_by(proto, 21)
+    ops = ("MatMul", "Gather") if bits == 4 and not changed else ("MatMul",)
     quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
         block_size=block, is_symmetric=symmetric, accuracy_level=level, quant_format=QuantFormat.QOperator,
         op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)), bits=bits))
@@ -140,6 +143,9 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     taken, node_names = value_names(graph), {n.name for n in graph.node if n.name}
     made_for: dict[tuple[str, str], dict[str, str]] = {}  # (weight, op) -> the quantizer's names -> the graph's
     nodes, gathers, kept = [], False, Counter()
+    if bits == 4 and changed and any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in graph.node):
+        kept[f"the embedding's table f32 (its int4 form needs opset 21, where {' and '.join(changed)} "
+             "would change meaning)"] += 1
     for node in list(graph.node):
         weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else node.input[0] if node.input \
             else ""

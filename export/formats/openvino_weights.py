@@ -12,7 +12,9 @@ data-free. Data-free at ratio 1 (the default), NNCF is given the weights a group
 --data-aware give it the whole graph, refused in one line where that cannot fit.
 
 The file is ONNX with the weights in DequantizeLinear ahead of each MatMul (int4 blocks need opset 21's
-``block_size``: the graph's opset is raised to 21, which changes no op this graph holds), which OpenVINO's
+``block_size``: the graph's opset is raised to 21, refused where that would change what one of its ops computes,
+weight_only.ops_changed_by; int8w's is raised too where nothing changes, for its weights read blocked,
+dequantized_reads.py), which OpenVINO's
 ONNX frontend turns into its own compressed-weight MatMul, and ONNX Runtime runs too. NNCF's other way
 for opsets below 21, MatMulNBits, writes an asymmetric int4 zero point ONNX Runtime refuses and OpenVINO
 misreads (nncf 3.4, onnxruntime 1.31, openvino 2026.4: every top token wrong on a tiny Llama), so the DQ
@@ -40,7 +42,7 @@ from .openvino_int8 import imported_nncf, quiet_nncf, unavailable
 from ..graph_weights import weights_placed
 from .dequantized_reads import dequantized_where_read
 from .nncf_groups import compress_in_groups, weights_to_compress
-from .weight_only import check_block_size, prepared, quantized_matmuls, raise_opset, saved
+from .weight_only import check_block_size, ops_changed_by, prepared, quantized_matmuls, raise_opset, saved
 
 DEFAULT_GROUP = {4: 128, 8: -1}  # NNCF's defaults: int4 groups of 128, int8 one scale per output channel
 BLOCKED_OPSET = 21  # DequantizeLinear's block_size and the int4 type
@@ -84,7 +86,11 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
         ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
         name = ready.base.get("model", path.stem)
-        if bits == 4:
+        changed = ops_changed_by(ready.proto, BLOCKED_OPSET)
+        if bits == 4 and changed:
+            raise PtxError(f"{fmt}: its int4 weights need opset {BLOCKED_OPSET}, where {' and '.join(changed)} of "
+                           f"{name} would change meaning: export --format onnx-int4, or serve {ready.served} (f32)")
+        if not changed:  # int4's blocks, and int8's per-channel weights written blocked (dequantized_reads.py)
             raise_opset(ready.proto, BLOCKED_OPSET)
         _, other = weights_to_compress(ready.proto.graph)
         whole = data or options.get("ratio", 1.0) < 1.0 or bool(other)

@@ -172,10 +172,43 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
         drop_initializer(graph, name)
 
 
+# The default-domain ops whose meaning, not only their types, changed between opset 18 (the exporters') and 21, by
+# the version that changed it: GroupNormalization's scale and bias went from one per group to one per channel,
+# GridSample's modes were renamed (bilinear to linear), DFT's axis moved from an attribute to an input. Every other
+# op that changed on the way only took new types, modes or attributes whose defaults keep the old meaning.
+MEANING_CHANGED = {"GroupNormalization": 21, "GridSample": 20, "DFT": 20}
+
+
+def ops_changed_by(proto, version: int) -> list[str]:
+    """The ops of ``proto`` (its subgraphs and functions too) whose meaning changes if its opset is raised to
+    ``version``: raising it is safe where this is empty."""
+    below = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), version)
+    changed = {op for op, since in MEANING_CHANGED.items() if below < since <= version}
+    found: set[str] = set()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if node.domain in ("", "ai.onnx") and node.op_type in changed:
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                for graph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                    visit(graph.node)
+
+    if changed:
+        visit(proto.graph.node)
+        for function in proto.functions:
+            visit(function.node)
+    return sorted(found)
+
+
 def raise_opset(proto, version: int) -> None:
-    """``proto``'s default-domain opset raised to ``version`` where it is below: from 18 to 21 the ops an
-    exported LM holds changed only in the types they take (int4, float8), which is what 21 is raised for.
-    Not onnx's version_converter: it serializes the model whole, which a 2 GiB model cannot be."""
+    """``proto``'s default-domain opset raised to ``version`` where it is below, refused where that would change what
+    one of its ops computes (ops_changed_by). Not onnx's version_converter: it serializes the model whole, which a
+    2 GiB model cannot be."""
+    changed = ops_changed_by(proto, version)
+    if changed:
+        raise PtxError(f"this file needs opset {version}, where {' and '.join(changed)} "
+                       f"{'changes its' if len(changed) == 1 else 'change their'} meaning from the exported opset")
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx") and entry.version < version:
             entry.version = version
