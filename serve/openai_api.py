@@ -193,7 +193,7 @@ def _float(doc: dict, name: str, low: float, high: float | None, low_open: bool 
 
 def _sampling(doc: dict) -> dict:
     """The sampling fields the client set, checked, by Sampling's names."""
-    given = {"temperature": _float(doc, "temperature", 0, MAX_TEMPERATURE), "top_p": _float(doc, "top_p", 0, 1, True),
+    given = {"temperature": _float(doc, "temperature", 0, MAX_TEMPERATURE), "top_p": _float(doc, "top_p", 0, 1),
              "min_p": _float(doc, "min_p", 0, 1), "repetition_penalty": _float(doc, "repetition_penalty", 0, None, True)}
     top_k = doc.get("top_k")
     if top_k is not None:  # vLLM's -1 (and 0) mean every token

@@ -110,6 +110,10 @@ def test_temperature_0_is_greedy_load_generate_s_tokens(client, local):
     assert got.choices[0].text == local.text.decode(tokens) and got.usage.completion_tokens == len(tokens)
     by_ids = client.completions.create(model="chat", prompt=ids, max_tokens=8, temperature=0)  # a prompt of token ids
     assert by_ids.choices[0].text == got.choices[0].text
+    # top_p 0, as apps send it to OpenAI for a deterministic answer: sampling from the most probable token alone
+    nucleus = client.completions.create(model="chat", prompt="Once upon a time", max_tokens=8, temperature=1.5,
+                                        top_p=0, seed=7)
+    assert nucleus.choices[0].text == got.choices[0].text
 
 
 def test_a_stop_string_ends_the_answer_before_it(client):
@@ -166,7 +170,7 @@ FUNCTION = {"type": "function", "function": {"name": "f"}}
 HOSTILE = {
     "temperature-text": (CHAT, {**OK_CHAT, "temperature": "hot"}, 400, "temperature", "temperature"),
     "temperature-3": (CHAT, {**OK_CHAT, "temperature": 3}, 400, "from 0 to 2", "temperature"),
-    "top-p-0": (CHAT, {**OK_CHAT, "top_p": 0}, 400, "above 0", "top_p"),
+    "top-p-negative": (CHAT, {**OK_CHAT, "top_p": -0.5}, 400, "from 0 to 1", "top_p"),
     "max-tokens-text": (CHAT, {**OK_CHAT, "max_tokens": "10"}, 400, "whole number", "max_tokens"),
     "max-tokens-huge": (CHAT, {**OK_CHAT, "max_tokens": 10 ** 12}, 400, "new tokens a request", "max_tokens"),
     "max-tokens-0": (COMPLETIONS, {**OK_COMPLETION, "max_tokens": 0}, 400, "at least 1", "max_tokens"),

@@ -83,6 +83,9 @@ def test_greedy_is_the_argmax_and_the_default():
     assert np.array_equal(choose(logits, _history(), Sampling()), np.argmax(logits, axis=-1))
     # top-k and friends change nothing while greedy (transformers applies its warpers when sampling only)
     assert np.array_equal(choose(logits, _history(), Sampling(top_k=1, top_p=0.1)), np.argmax(logits, axis=-1))
+    # top_p 0 (OpenAI's API takes it) samples from the most probable token alone: greedy's choice at any temperature
+    hot = Chooser(Sampling(temperature=2.0, top_p=0, seed=0))
+    assert all(np.array_equal(hot(logits, _history()), np.argmax(logits, axis=-1)) for _ in range(50))
 
 
 def test_a_seed_gives_the_same_tokens_and_another_seed_others():
@@ -140,7 +143,7 @@ def test_draws_follow_the_kept_distribution():
 
 @pytest.mark.parametrize("given, param", [
     (dict(temperature=-1), "temperature"), (dict(temperature=float("nan")), "temperature"),
-    (dict(top_k=-2), "top_k"), (dict(top_k=1.5), "top_k"), (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(top_k=-2), "top_k"), (dict(top_k=1.5), "top_k"), (dict(top_p=-0.1), "top_p"), (dict(top_p=1.5), "top_p"),
     (dict(min_p=2), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"), (dict(seed="x"), "seed"),
     (dict(stop=[""]), "stop"), (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=True), "temperature"),
 ])

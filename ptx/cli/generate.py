@@ -60,7 +60,7 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
               help="0: greedy (the most probable token). Above 0: sampling. " + SAMPLING_HELP)
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most probable tokens (0: all).")
 @click.option("--top-p", type=float, default=1.0, show_default=True,
-              help="Sample among the fewest tokens whose probability reaches p (1: all).")
+              help="Sample among the fewest tokens whose probability reaches p (1: all; 0: the most probable alone).")
 @click.option("--min-p", type=float, default=0.0, show_default=True,
               help="Sample among tokens at least p times as probable as the most probable one (0: all).")
 @click.option("--repetition-penalty", type=float, default=1.0, show_default=True,

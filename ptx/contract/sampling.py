@@ -50,7 +50,7 @@ class Sampling:
     """How each new token is chosen. ``temperature`` 0 (the default) is greedy: the argmax, after the
     repetition penalty where one is set. Otherwise each step draws from the logits divided by the
     temperature, kept to the ``top_k`` most probable (0: all), to the smallest set whose probability
-    reaches ``top_p`` (1: all), and to those at least ``min_p`` times the most probable one's probability
+    reaches ``top_p`` (1: all; 0: the most probable token alone), and to those at least ``min_p`` times the most probable one's probability
     (0: all). ``repetition_penalty`` (>1 discourages) divides a positive logit of a token already in the
     prompt or the answer, and multiplies a negative one (transformers' and CTRL's rule). ``seed``: the
     draws' seed (None: fresh entropy each call). ``stop_ids`` end a prompt beside the file's
@@ -83,7 +83,7 @@ class Sampling:
         _number("temperature", self.temperature, 0, None)
         if not _is_int(self.top_k) or self.top_k < 0:
             raise SamplingError(f"top_k {self.top_k!r}: give a whole number, 0 (every token) or more", "top_k")
-        _number("top_p", self.top_p, 0, 1, low_open=True)
+        _number("top_p", self.top_p, 0, 1)  # 0: the most probable token alone, as OpenAI's API takes it
         _number("min_p", self.min_p, 0, 1)
         _number("repetition_penalty", self.repetition_penalty, 0, None, low_open=True)
         if self.seed is not None and not _is_int(self.seed):
