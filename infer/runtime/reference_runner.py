@@ -17,6 +17,24 @@ from ..formats.signature import Opening
 from .runner import Runner
 
 
+def _gather_elements():
+    """GatherElements as its definition reads: ``data``'s values at ``indices`` along ``axis`` (negative indices count
+    from the end), numpy's take_along_axis. onnx's own (1.23) goes through numpy.choose, which takes at most 64 values
+    along the axis, and falls back on a loop that gathers one index a row: a BERT's position or token-type table
+    gathered over 8 tokens failed ("cannot reshape array of size 1 into shape (1,8)")."""
+    from onnx.reference.op_run import OpRun
+
+    class GatherElements(OpRun):
+        def _run(self, data, indices, axis=None):
+            axis = int(axis or 0) % data.ndim
+            indices = np.where(indices < 0, indices + data.shape[axis], indices).astype(np.int64)
+            # off the axis, indices may be shorter than data: output[i][j] reads data's [i][j] there, not a broadcast
+            data = data[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(indices.shape))]
+            return (np.take_along_axis(data, indices, axis=axis),)
+
+    return GatherElements
+
+
 class ReferenceRunner(Runner):
     """An ONNX file through onnx.reference.ReferenceEvaluator, run by name."""
 
@@ -28,7 +46,7 @@ class ReferenceRunner(Runner):
 
         path, opening = Path(path), opening or Opening("onnx")
         try:
-            self.evaluator = ReferenceEvaluator(str(path))
+            self.evaluator = ReferenceEvaluator(str(path), new_ops=[_gather_elements()])
         except Exception as exc:  # noqa: BLE001 - an op it does not implement: it cannot evaluate this graph
             raise ArtifactError(f"{path}: onnx.reference cannot evaluate it ({type(exc).__name__}: "
                                 f"{first_line(exc)[:200]})") from None
