@@ -58,7 +58,8 @@
 # ort-cuda,ort-cuda-tf32 --locate` and the ONNX file's `--locate` of ort-cuda against ort-cpu, every
 # model: $KEEP/locate.md), lmexport, lmint4 and lm (a language model exported with its cache on the host,
 # its int4 weights made from it after the ort phase, both verified and benched on ort-cuda beside ort-cpu, and
-# where a decoding step's time goes on the GPU, kernels against the host's launches (scripts/gpu_lm_step.py):
+# where a decoding step's time goes on the GPU, kernels against the host's launches, and what a step replayed as
+# one CUDA graph takes at fixed past lengths (scripts/gpu_lm_step.py --captured; PTX_GPU_LM_CAPTURED=32,512):
 # $KEEP/lm.md).
 #
 # No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
@@ -502,7 +503,8 @@ phase_lm() {
       transcript
       local files=("$file")
       [ -f "${file%.onnx}.int4.onnx" ] && files+=("${file%.onnx}.int4.onnx")
-      python3 "$ROOT/scripts/gpu_lm_step.py" "${files[@]}" --backend "$LM_STEP_BACKEND" 2>&1 \
+      python3 "$ROOT/scripts/gpu_lm_step.py" "${files[@]}" --backend "$LM_STEP_BACKEND" \
+          --captured "${PTX_GPU_LM_CAPTURED-32,512}" 2>&1 \
           | grep -v '^USDT:\|profiler_st' || step_failed "scripts/gpu_lm_step.py"; } | tee -a "$KEEP/lm.md"
 }
 

@@ -150,7 +150,8 @@ def test_the_opset_is_raised_to_21_only_where_no_op_changes_its_meaning(inside_a
 
     held = _with_group_norm(18, inside_a_branch)
     assert ops_changed_by(held, 21) == ["GroupNormalization"]
-    with pytest.raises(PtxError, match="needs opset 21, where GroupNormalization changes its meaning"):
+    with pytest.raises(PtxError, match="needs opset 21, where GroupNormalization would change meaning: export the "
+                                       "model at opset 21"):
         raise_opset(held, 21)
     assert held.opset_import[0].version == 18
     assert ops_changed_by(_with_group_norm(21, inside_a_branch), 21) == []  # already 21's meaning
@@ -183,3 +184,31 @@ def test_onnx_int4_keeps_a_table_f32_where_its_int4_form_would_change_an_op_s_me
                         "change meaning)"] and "GatherBlockQuantized" not in ops and model.opset_import[0].version == 18
     else:
         assert kept == [] and "GatherBlockQuantized" in ops and model.opset_import[0].version == 21
+
+
+def test_a_graph_below_opset_18_is_not_raised_and_a_function_s_imports_are():
+    """Below opset 18 many ops changed meaning on the way (ReduceMean's axes became an input at 18): such a graph is
+    not raised (openvino-int8w keeps it; an int4 file is refused); a graph raised from 18 raises its functions'
+    own imports with it, or the checker refuses the file."""
+    from ptx.errors import PtxError
+    from ptx.export.formats.weight_only import ops_changed_by, raise_opset
+
+    old = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1])]), opset_imports=[helper.make_opsetid("", 14)],
+        ir_version=8)
+    assert ops_changed_by(old, 21) == ["its opset-14 ops"]
+    with pytest.raises(PtxError, match="its opset-14 ops would change meaning"):
+        raise_opset(old, 21)
+    assert old.opset_import[0].version == 14
+    with_function = _graph(opset=18)
+    double = helper.make_function("local", "double", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])],
+                                  [helper.make_opsetid("", 18)])
+    with_function.functions.append(double)
+    with_function.opset_import.append(helper.make_opsetid("local", 1))
+    with_function.graph.node.append(helper.make_node("double", ["logits"], ["twice"], domain="local"))
+    with_function.graph.output.append(helper.make_tensor_value_info("twice", TensorProto.FLOAT, ["b", N]))
+    raise_opset(with_function, 21)
+    assert [e.version for e in with_function.functions[0].opset_import if e.domain == ""] == [21]
+    onnx.checker.check_model(with_function, full_check=True)

@@ -86,6 +86,9 @@ def test_greedy_is_the_argmax_and_the_default():
     # top_p 0 (OpenAI's API takes it) samples from the most probable token alone: greedy's choice at any temperature
     hot = Chooser(Sampling(temperature=2.0, top_p=0, seed=0))
     assert all(np.array_equal(hot(logits, _history()), np.argmax(logits, axis=-1)) for _ in range(50))
+    tied = np.array([[1.0, 3.0, 3.0, 0.5] + [0.0] * (logits.shape[1] - 4)], dtype=np.float32)
+    one_row = Chooser(Sampling(temperature=2.0, top_p=0, seed=0))
+    assert all(one_row(tied, [[]])[0] == 1 for _ in range(20))  # of two tied for the top, greedy's: the first
 
 
 def test_a_seed_gives_the_same_tokens_and_another_seed_others():

@@ -88,8 +88,9 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         name = ready.base.get("model", path.stem)
         changed = ops_changed_by(ready.proto, BLOCKED_OPSET)
         if bits == 4 and changed:
-            raise PtxError(f"{fmt}: its int4 weights need opset {BLOCKED_OPSET}, where {' and '.join(changed)} of "
-                           f"{name} would change meaning: export --format onnx-int4, or serve {ready.served} (f32)")
+            raise PtxError(f"{fmt}: its int4 weights need opset {BLOCKED_OPSET}, where {' and '.join(changed)} "
+                           f"would change meaning ({name}): export the model at --opset {BLOCKED_OPSET}, or export "
+                           f"--format onnx-int4, or serve {ready.served} (f32)")
         if not changed:  # int4's blocks, and int8's per-channel weights written blocked (dequantized_reads.py)
             raise_opset(ready.proto, BLOCKED_OPSET)
         _, other = weights_to_compress(ready.proto.graph)

@@ -177,12 +177,16 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
 # GridSample's modes were renamed (bilinear to linear), DFT's axis moved from an attribute to an input. Every other
 # op that changed on the way only took new types, modes or attributes whose defaults keep the old meaning.
 MEANING_CHANGED = {"GroupNormalization": 21, "GridSample": 20, "DFT": 20}
+CHECKED_FROM = 18  # below it, many ops changed (ReduceMean's axes became an input at 18): a raise is not checked
 
 
 def ops_changed_by(proto, version: int) -> list[str]:
     """The ops of ``proto`` (its subgraphs and functions too) whose meaning changes if its opset is raised to
-    ``version``: raising it is safe where this is empty."""
+    ``version``: raising it is safe where this is empty. A graph below opset 18 is not checked op by op: it is
+    said as its opset's ops."""
     below = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), version)
+    if below < min(CHECKED_FROM, version):
+        return [f"its opset-{below} ops"]
     changed = {op for op, since in MEANING_CHANGED.items() if below < since <= version}
     found: set[str] = set()
 
@@ -207,11 +211,12 @@ def raise_opset(proto, version: int) -> None:
     2 GiB model cannot be."""
     changed = ops_changed_by(proto, version)
     if changed:
-        raise PtxError(f"this file needs opset {version}, where {' and '.join(changed)} "
-                       f"{'changes its' if len(changed) == 1 else 'change their'} meaning from the exported opset")
-    for entry in proto.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < version:
-            entry.version = version
+        raise PtxError(f"this file needs opset {version}, where {' and '.join(changed)} would change meaning: "
+                       f"export the model at opset {version} (--opset {version}) first")
+    for imports in (proto.opset_import, *(f.opset_import for f in proto.functions)):  # a function's own imports too
+        for entry in imports:
+            if entry.domain in ("", "ai.onnx") and entry.version < version:
+                entry.version = version
     proto.ir_version = max(proto.ir_version, 10)  # int4 tensors need IR 10
 
 

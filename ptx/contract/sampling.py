@@ -223,7 +223,12 @@ def _warped(scores: np.ndarray, params: Sampling) -> np.ndarray:
         k = min(params.top_k, scores.shape[1])
         kth = np.partition(scores, -k, axis=1)[:, -k:].min(axis=1, keepdims=True)
         scores = np.where(scores < kth, -np.inf, scores)  # ties with the k-th are kept, as torch.topk's bound keeps them
-    if params.top_p < 1.0:
+    if params.top_p == 0.0:  # the most probable token alone: the first of a tie, as greedy's argmax takes it (the
+        # nucleus's stable ascending sort would keep the last)
+        kept = np.zeros(scores.shape, dtype=bool)
+        kept[np.arange(len(scores)), scores.argmax(axis=1)] = True
+        scores = np.where(kept, scores, -np.inf)
+    elif params.top_p < 1.0:
         order = np.argsort(scores, axis=1, kind="stable")  # ascending, as TopPLogitsWarper sorts
         ascending = np.take_along_axis(scores, order, axis=1)
         cumulative = np.cumsum(_softmax(ascending), axis=1)
