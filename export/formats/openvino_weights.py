@@ -124,7 +124,10 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                   if data and bits == 4 else ", data-free")
                + ("; the whole graph at once" if whole else "; a group of weights at a time")
                + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else "")
-               + _read_in_8_bits(*reads))
+               + _read_in_8_bits(*reads)
+               + (f"; the MatMuls' weights left per channel, which ONNX Runtime dequantizes at every run (opset 21, "
+                  f"where they would be read blocked, would change what {' and '.join(changed)} compute)"
+                  if changed and bits == 8 else ""))
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")

@@ -6,6 +6,7 @@ numpy and onnx only: never torch or a runtime.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..formats.signature import Opening
 from .runner import Runner
 
 
+@functools.cache
 def _gather_elements():
     """GatherElements as its definition reads: ``data``'s values at ``indices`` along ``axis`` (negative indices count
     from the end), numpy's take_along_axis. onnx's own (1.23) goes through numpy.choose, which takes at most 64 values

@@ -47,15 +47,14 @@ class SamplingError(InputError):
 
 @dataclass(frozen=True)
 class Sampling:
-    """How each new token is chosen. ``temperature`` 0 (the default) is greedy: the argmax, after the
-    repetition penalty where one is set. Otherwise each step draws from the logits divided by the
-    temperature, kept to the ``top_k`` most probable (0: all), to the smallest set whose probability
-    reaches ``top_p`` (1: all; 0: the most probable token alone), and to those at least ``min_p`` times the most probable one's probability
-    (0: all). ``repetition_penalty`` (>1 discourages) divides a positive logit of a token already in the
-    prompt or the answer, and multiplies a negative one (transformers' and CTRL's rule). ``seed``: the
-    draws' seed (None: fresh entropy each call). ``stop_ids`` end a prompt beside the file's
-    end-of-sequence ids; ``stop`` strings end it once its text holds one (the text is cut before it);
-    ``max_new_tokens`` bounds each answer.
+    """How each new token is chosen. ``temperature`` 0 (the default) is greedy: the argmax, after the repetition penalty
+    where one is set. Otherwise each step draws from the logits divided by the temperature, kept to the ``top_k``
+    most probable (0: all), to the smallest set whose probability reaches ``top_p`` (1: all; 0: the most probable
+    token alone), and to those at least ``min_p`` times the most probable one's probability (0: all).
+    ``repetition_penalty`` (>1 discourages) divides a positive logit of a token already in the prompt or the
+    answer, and multiplies a negative one (transformers' and CTRL's rule). ``seed``: the draws' seed (None: fresh
+    entropy each call). ``stop_ids`` end a prompt beside the file's end-of-sequence ids; ``stop`` strings end it
+    once its text holds one (the text is cut before it); ``max_new_tokens`` bounds each answer.
 
     OpenAI's fields: ``presence_penalty`` (-2 to 2) is taken off the logit of every token the answer already
     holds, and ``frequency_penalty`` (-2 to 2) once per time it holds it (the prompt's tokens do not count, as
@@ -223,8 +222,8 @@ def _warped(scores: np.ndarray, params: Sampling) -> np.ndarray:
         k = min(params.top_k, scores.shape[1])
         kth = np.partition(scores, -k, axis=1)[:, -k:].min(axis=1, keepdims=True)
         scores = np.where(scores < kth, -np.inf, scores)  # ties with the k-th are kept, as torch.topk's bound keeps them
-    if params.top_p == 0.0:  # the most probable token alone: the first of a tie, as greedy's argmax takes it (the
-        # nucleus's stable ascending sort would keep the last)
+    if params.top_p == 0.0:  # the most probable token alone: the first of a tie, as greedy's argmax takes
+        # it (the nucleus's stable ascending sort would keep the last)
         kept = np.zeros(scores.shape, dtype=bool)
         kept[np.arange(len(scores)), scores.argmax(axis=1)] = True
         scores = np.where(kept, scores, -np.inf)
