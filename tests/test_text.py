@@ -188,7 +188,7 @@ def test_ptx_generate_with_text_imports_no_torch(chat_export, held):
 
 
 @pytest.mark.parametrize("args, want", [
-    (("--prompt", "Hi", "--top-p", "0"), "--top-p"),
+    (("--prompt", "Hi", "--top-p", "-0.5"), "--top-p"),
     (("--prompt", "Hi", "--temperature", "-1"), "temperature -1.0: give a number at least 0"),
     (("--chat",), "--chat renders --prompt TEXT"),
     (("--prompt", "Hi", "--system", "x"), "--system is a chat's system message"),
