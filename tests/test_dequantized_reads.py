@@ -212,3 +212,51 @@ def test_a_graph_below_opset_18_is_not_raised_and_a_function_s_imports_are():
     raise_opset(with_function, 21)
     assert [e.version for e in with_function.functions[0].opset_import if e.domain == ""] == [21]
     onnx.checker.check_model(with_function, full_check=True)
+
+
+def _conv_graph(scale_dims: list[int], axis: int = 0) -> onnx.ModelProto:
+    """A convolution's uint8 weight [8, 3, 3, 3] dequantized per output channel with its scale and zero point shaped
+    ``scale_dims``, as NNCF writes them ([8, 1, 1]), then the convolution."""
+    rng = np.random.default_rng(2)
+    count = int(np.prod(scale_dims))
+    inits = [numpy_helper.from_array(rng.integers(0, 256, (8, 3, 3, 3), dtype=np.uint8), "w"),
+             numpy_helper.from_array((rng.random(count) * 0.02 + 0.001).astype(np.float32).reshape(scale_dims), "s"),
+             numpy_helper.from_array(rng.integers(100, 156, count, dtype=np.uint8).reshape(scale_dims), "z")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"], axis=axis),
+             helper.make_node("Conv", ["x", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_a_convolution_s_per_channel_scales_are_made_1d_and_read_as_before(tmp_path):
+    """NNCF's [C, 1, 1] scale of a convolution's weight (which OpenVINO's ONNX reader refused, and opset 21 would read
+    as blocks) is made the per-axis [C]: the same weights dequantized, OpenVINO reads the file; a scale whose
+    channels lie on another axis than the node's is left as it is."""
+    from ptx.export.formats.dequantized_reads import per_channel_scales_made_1d
+
+    model = _conv_graph([8, 1, 1])
+    weight, scale, zero = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    want = (weight.astype(np.float32) - zero.reshape(8, 1, 1, 1)) * scale.reshape(8, 1, 1, 1)
+    assert per_channel_scales_made_1d(model) == 1
+    assert [list(t.dims) for t in model.graph.initializer[1:]] == [[8], [8]]
+    onnx.checker.check_model(model, full_check=True)
+    model.graph.output.append(helper.make_tensor_value_info("wf", TensorProto.FLOAT, [8, 3, 3, 3]))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    feeds = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    expected, dequantized = ort.InferenceSession(model.SerializeToString(), options,
+                                                 providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.array_equal(dequantized, want)  # the same weights, bit for bit
+    try:
+        import openvino as ov
+    except ImportError:
+        ov = None
+    if ov is not None:  # the file OpenVINO's reader refused before
+        path = tmp_path / "conv.onnx"
+        onnx.save(model, path)
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16
+        assert np.allclose(compiled(feeds)[compiled.output("y")], expected, atol=1e-4)
+    elsewhere = _conv_graph([8, 1, 1], axis=1)  # the node's axis is 1, the scale's channels on 0: not that form
+    assert per_channel_scales_made_1d(elsewhere) == 0
+    assert [list(t.dims) for t in elsewhere.graph.initializer[1:]] == [[8, 1, 1], [8, 1, 1]]

@@ -32,6 +32,37 @@ BLOCKS = (128, 64, 32, 16)  # MatMulNBits' block sizes (a power of two, 16 or mo
 BLOCKED_SINCE = 21
 
 
+def per_channel_scales_made_1d(proto) -> int:
+    """NNCF's per-channel scales written with the weight's other axes kept as ones (a convolution's [C, 1, 1] beside
+    its [C, I, kH, kW] weight, axis 0) made the 1-D [C] that DequantizeLinear's per-axis form takes, the zero point's
+    too: the same values along the same axis. OpenVINO's ONNX reader converted neither form (its per-axis reader
+    takes 1-D), and opset 21 would read a scale of several dimensions as blocks. Only the tensors' dimensions
+    change (their bytes, inside the file or in its data file, stay); a scale another node reads too is left.
+    Returns how many were made 1-D."""
+    initializers = {t.name: t for t in proto.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    made = 0
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or any(a.name == "block_size" for a in node.attribute) or \
+                len(node.input) < 2 or node.input[0] not in initializers:
+            continue
+        tensors = [initializers.get(name) for name in node.input[1:3] if name]
+        if any(t is None or readers[t.name] > 1 for t in tensors) or len(tensors[0].dims) < 2:
+            continue
+        weight = initializers[node.input[0]]
+        axis = _axis(node) % len(weight.dims)
+        wide = [size for size in tensors[0].dims if size != 1]
+        if wide != [weight.dims[axis]] or any(list(t.dims) != list(tensors[0].dims) for t in tensors):
+            continue
+        for tensor in tensors:
+            tensor.dims[:] = wide
+        made += 1
+    return made
+
+
 def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
     """``proto``'s per-channel DequantizeLinears of a MatMul's weight made blocked, and of a Gather's table moved
     after the Gather (``folder``: where the graph's external initializers lie); (MatMul weights, tables) rewritten."""

@@ -40,7 +40,7 @@ from .onnx import add_metadata, check_opset
 from .onnx_weights import tutorial_refused
 from .openvino_int8 import imported_nncf, quiet_nncf, unavailable
 from ..graph_weights import weights_placed
-from .dequantized_reads import dequantized_where_read
+from .dequantized_reads import dequantized_where_read, per_channel_scales_made_1d
 from .nncf_groups import compress_in_groups, weights_to_compress
 from .weight_only import check_block_size, ops_changed_by, prepared, quantized_matmuls, raise_opset, saved
 
@@ -91,19 +91,21 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
             raise PtxError(f"{fmt}: its int4 weights need opset {BLOCKED_OPSET}, where {' and '.join(changed)} "
                            f"would change meaning ({name}): export the model at --opset {BLOCKED_OPSET}, or export "
                            f"--format onnx-int4, or serve {ready.served} (f32)")
-        if not changed:  # int4's blocks, and int8's per-channel weights written blocked (dequantized_reads.py)
+        if bits == 4:  # its blocks
             raise_opset(ready.proto, BLOCKED_OPSET)
         _, other = weights_to_compress(ready.proto.graph)
         whole = data or options.get("ratio", 1.0) < 1.0 or bool(other)
         try:
             if whole:
                 proto = _whole_call(nncf, ready, options, fallback, fmt, other)
-                reads = dequantized_where_read(proto, ready.folder)
             else:  # NNCF's own result, a group of weights at a time (nncf_groups.py says why it is the same)
                 proto = ready.proto
                 with quiet_nncf():
                     compress_in_groups(proto, ready.folder, (kind, group), fallback)
-                reads = dequantized_where_read(proto, ready.folder)
+            per_channel_scales_made_1d(proto)
+            kept_per_channel = _raised_for_blocks(proto, changed) if bits == 8 else ""
+            reads = dequantized_where_read(proto, ready.folder)
+            if not whole:
                 weights_placed(proto, ready.folder, path)
         except PtxError:
             raise
@@ -125,9 +127,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                + ("; the whole graph at once" if whole else "; a group of weights at a time")
                + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else "")
                + _read_in_8_bits(*reads)
-               + (f"; the MatMuls' weights left per channel, which ONNX Runtime dequantizes at every run (opset 21, "
-                  f"where they would be read blocked, would change what {' and '.join(changed)} compute)"
-                  if changed and bits == 8 else ""))
+               + (f"; the weights left per channel, which ONNX Runtime dequantizes at every run ({kept_per_channel})"
+                  if bits == 8 and kept_per_channel else ""))
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
@@ -140,6 +141,23 @@ def _read_in_8_bits(blocked: int, tables: int) -> str:
             "dequantized" if tables else ""]
     said = [s for s in said if s]
     return f"; {' and '.join(said)}, for ONNX Runtime to read in 8 bits" if said else ""
+
+
+def _raised_for_blocks(proto, changed: list[str]) -> str:
+    """int8w's graph raised to opset 21, where its per-channel MatMul weights can be written blocked
+    (dequantized_reads.py), or why not: an op whose meaning would change, or a scale of more than one dimension
+    left after per_channel_scales_made_1d (21's DequantizeLinear would read it as blocks)."""
+    if changed:
+        return (f"opset {BLOCKED_OPSET}, where they would be read blocked, would change what "
+                f"{' and '.join(changed)} compute")
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+    wide = sum(1 for n in proto.graph.node if n.op_type == "DequantizeLinear"
+               and (len(n.input) < 2 or len(dims.get(n.input[1], [0, 0])) > 1))
+    if wide:
+        return (f"{wide} of their scales have more than one dimension, which opset {BLOCKED_OPSET}'s DequantizeLinear "
+                "would read as blocks: the export's opset kept")
+    raise_opset(proto, BLOCKED_OPSET)
+    return ""
 
 
 def _whole_call(nncf, ready, options: dict, fallback: dict, fmt: str, other: list[str]):
