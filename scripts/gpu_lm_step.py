@@ -95,14 +95,16 @@ def profiler_sees_kernels() -> int:
     return len(device_intervals(prof))
 
 
-DIMS = ("batch", "seq", "past", "total", "kept")  # ptx's decoder layout's dimension names
+def step_sizes(past: int) -> dict[str, int]:
+    """One decoding step's size of each dimension of ptx's decoder layout, over ``past`` positions."""
+    return dict(batch=1, seq=1, past=past, total=past + 1, kept=1)
 
 
 def step_feeds(session, past: int) -> dict:
     """One decoding step's inputs at ``past`` positions, by ptx's layout: one new token after the past."""
     import numpy as np
 
-    sizes = dict(batch=1, seq=1, past=past, total=past + 1, kept=1)
+    sizes = step_sizes(past)
     rng = np.random.default_rng(0)
     feeds = {}
     for arg in session.get_inputs():
@@ -128,12 +130,12 @@ def replayed_ms(path: Path, past: int, on_cuda: bool, graph: bool, runs: int = 5
         return {o.name: (a.shape, a.dtype) for o, a in zip(session.get_outputs(), session.run(None, feeds))}
 
     options = ort.SessionOptions()
-    for name, size in dict(batch=1, seq=1, past=past, total=past + 1, kept=1).items():
+    for name, size in step_sizes(past).items():
         options.add_free_dimension_override_by_name(name, size)
     provider = ("CUDAExecutionProvider", {"enable_cuda_graph": "1" if graph else "0"}) if on_cuda \
         else "CPUExecutionProvider"
     session = ort.InferenceSession(str(path), options, providers=[provider])
-    unknown = {d for a in session.get_inputs() for d in a.shape if isinstance(d, str)} - set(DIMS)
+    unknown = {d for a in session.get_inputs() for d in a.shape if isinstance(d, str)} - set(step_sizes(past))
     if unknown:
         raise ValueError(f"{path.name}: its inputs' dimensions {sorted(unknown)} are not ptx's decoder layout")
     feeds = step_feeds(session, past)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph_weights import add_constant
+from ..onnx_graph import default_opset, readers_of, weight_of
 from .weight_only import drop_initializer
 
 BLOCKS = (128, 64, 32, 16)  # MatMulNBits' block sizes (a power of two, 16 or more), the largest that divides K taken
@@ -40,17 +42,14 @@ def per_channel_scales_made_1d(proto) -> int:
     change (their bytes, inside the file or in its data file, stay); a scale another node reads too is left.
     Returns how many were made 1-D."""
     initializers = {t.name: t for t in proto.graph.initializer}
-    readers: dict[str, int] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = readers_of(proto.graph)
     made = 0
     for node in proto.graph.node:
         if node.op_type != "DequantizeLinear" or any(a.name == "block_size" for a in node.attribute) or \
                 len(node.input) < 2 or node.input[0] not in initializers:
             continue
         tensors = [initializers.get(name) for name in node.input[1:3] if name]
-        if any(t is None or readers[t.name] > 1 for t in tensors) or len(tensors[0].dims) < 2:
+        if any(t is None or len(readers[t.name]) > 1 for t in tensors) or len(tensors[0].dims) < 2:
             continue
         weight = initializers[node.input[0]]
         axis = _axis(node) % len(weight.dims)
@@ -70,11 +69,8 @@ def dequantized_where_read(proto, folder: Path | None) -> tuple[int, int]:
 
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
+    readers = readers_of(graph)
+    opset = default_opset(proto)
     outputs = {o.name for o in graph.output}
     blocked = tables = 0
     replaced: set[str] = set()
@@ -121,9 +117,6 @@ def _blocked(graph, node, weight, scale, zero, folder: Path | None) -> int:
     """``node`` (a MatMul weight's DequantizeLinear, a scale per column) made blocked along K: 1, or 0 where no
     block size divides K."""
     import onnx
-
-    from ..graph_weights import add_constant
-    from ..onnx_graph import weight_of
 
     k = int(weight.dims[0])
     block = next((b for b in BLOCKS if k % b == 0), None)

@@ -25,7 +25,7 @@ from ptx.errors import PtxError
 
 from . import description
 from ..graph_weights import add_constant
-from ..onnx_graph import name_not_in, rsqrt_as_division, weight_of
+from ..onnx_graph import default_opset, name_not_in, rsqrt_as_division, weight_of
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
 
@@ -184,7 +184,7 @@ def ops_changed_by(proto, version: int) -> list[str]:
     """The ops of ``proto`` (its subgraphs and functions too) whose meaning changes if its opset is raised to
     ``version``: raising it is safe where this is empty. A graph below opset 18 is not checked op by op: it is
     said as its opset's ops."""
-    below = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), version)
+    below = default_opset(proto, missing=version)
     if below < min(CHECKED_FROM, version):
         return [f"its opset-{below} ops"]
     changed = {op for op, since in MEANING_CHANGED.items() if below < since <= version}
