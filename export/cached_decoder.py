@@ -18,8 +18,11 @@ from ptx.errors import PtxError
 
 from .grouped_attention import exporting, grouped_attention, tracing
 from .ort_attention import can_place, ort_attention, placed_cache, presents
+from .static_cache import slot_cache
 
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
+CAPACITY = "capacity"  # a fixed-length cache's slots (--static-cache): its past, its present and its mask
+SLOTS = "cache_position"  # the input naming the slots a run of a fixed-length cache writes
 KEPT = "kept"  # the positions whose logits a run computes (logits_to_keep's length)
 
 
@@ -52,16 +55,17 @@ class CachedDecoder(torch.nn.Module):
     of ``output_names``)."""
 
     def __init__(self, model: torch.nn.Module, layers: int, takes_positions: bool, cache_keyword: str,
-                 keeps_logits: bool = False, placed: bool = False):
+                 keeps_logits: bool = False, placed: bool = False, static: bool = False):
         super().__init__()
         self.model, self.layers, self.takes_positions = model, layers, takes_positions
-        self.cache_keyword, self.keeps_logits, self.placed = cache_keyword, keeps_logits, placed
+        self.cache_keyword, self.keeps_logits, self.placed, self.static = cache_keyword, keeps_logits, placed, static
         # ONNX Runtime's operator is written by the torch.export-based exporter alone (export/formats/onnx.py)
         self.onnx_operators = "ONNX Runtime's GroupQueryAttention" if placed else None
         self.folder_prefix = "model."  # the model's parameters' names, as a transformers folder names its tensors, follow
 
     def forward(self, input_ids, attention_mask, *rest):
         position_ids, rest = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
+        slots, rest = (rest[0], rest[1:]) if self.static else (None, rest)
         keep, past = (rest[0], rest[1:]) if self.keeps_logits else (None, rest)
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(self.layers)]
         extra = {"position_ids": position_ids} if self.takes_positions else {}
@@ -69,14 +73,15 @@ class CachedDecoder(torch.nn.Module):
             extra["logits_to_keep"] = keep
         if self.placed and exporting():  # ONNX Runtime's operator; run eagerly (the reference): the model's own
             return self._placed(input_ids, attention_mask, pairs, extra)
-        cache = _new_cache(pairs)
+        # a fixed-length cache computes so eagerly too: the model's own attention over the buffer, under its own mask
+        cache = slot_cache(pairs, slots) if self.static else _new_cache(pairs)
         # traced per key/value group (no copy of the cache for every query head: grouped_attention.py); run
         # eagerly (the reference every file is held to) with the model's own attention
         with grouped_attention(self.model) if tracing() else nullcontext():
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
                              **{self.cache_keyword: cache}, **extra)
         logits, present = _logits_and_cache(out)
-        return (logits, *(t for pair in _cache_pairs(present) for t in pair))
+        return (logits, *(t for pair in _cache_pairs(cache if self.static else present) for t in pair))
 
     def _placed(self, input_ids, attention_mask, pairs, extra):
         """The forward of a decoder whose attention is ONNX Runtime's GroupQueryAttention (export/ort_attention.py),
@@ -157,11 +162,12 @@ def _keeps_logits(module: torch.nn.Module, params, ids: torch.Tensor, logits: to
 
 
 def decoder_of(module: torch.nn.Module, log: Callable[[str], None], all_logits: bool = False,
-               placed: bool = False) -> tuple[CachedDecoder, Signature, Generation]:
+               placed: bool = False, static: bool = False) -> tuple[CachedDecoder, Signature, Generation]:
     """(the decoder to export, its signature, its generation contract without the reference) of a causal
     LM ``module``: the cache's layout learned by one eager run with use_cache=True; logits_to_keep taken where
     the module takes it as transformers' models do, unless ``all_logits``; its attention ONNX Runtime's
-    GroupQueryAttention where ``placed``, so that a runner keeps its cache in place (export/ort_attention.py)."""
+    GroupQueryAttention where ``placed``, so that a runner keeps its cache in place (export/ort_attention.py); its
+    cache of fixed length where ``static`` (export/static_cache.py)."""
     params = inspect.signature(module.forward).parameters
     cache_keyword = next(k for k in CACHE_NAMES if k in params)
     takes_positions = "position_ids" in params
@@ -181,12 +187,19 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None], all_logits: 
         raise PtxError(f"--ort-attention: {type(module).__name__} does not compute its attention through "
                        "transformers' attention interface, which ptx replaces with ONNX Runtime's operator: export it "
                        "without --ort-attention")
+    if placed and static:
+        raise PtxError("--ort-attention and --static-cache are two layouts of the cache: give one")
+    if static:
+        _check_static(module, takes_positions, cache_keyword, pairs, ids, logits)
     keeps_logits = not all_logits and _keeps_logits(module, params, ids, logits, log)
     vocab, dtype = int(logits.shape[-1]), str(logits.dtype).replace("torch.", "")
+    past_dim, total_dim = (CAPACITY, CAPACITY) if static else (PAST, TOTAL)
     inputs = [TensorSig("input_ids", "int64", (BATCH, SEQ), 0, (0, vocab - 1)),
-              TensorSig("attention_mask", "int64", (BATCH, TOTAL), 0, (0, 1))]
+              TensorSig("attention_mask", "int64", (BATCH, total_dim), 0, (0, 1))]
     if takes_positions:
         inputs.append(TensorSig("position_ids", "int64", (BATCH, SEQ), 0))
+    if static:
+        inputs.append(TensorSig(SLOTS, "int64", (SEQ,), None))
     if keeps_logits:
         inputs.append(TensorSig(KEEP, "int64", (KEPT,), None))
     outputs = [TensorSig("logits", dtype, (BATCH, KEPT if keeps_logits else SEQ, vocab), 0)]
@@ -199,8 +212,8 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None], all_logits: 
             heads, size = int(tensor.shape[1]), int(tensor.shape[3])
             kv_dtype = str(tensor.dtype).replace("torch.", "")
             past, present = f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}"
-            inputs.append(TensorSig(past, kv_dtype, (BATCH, heads, PAST, size), 0))
-            outputs.append(TensorSig(present, kv_dtype, (BATCH, heads, TOTAL, size), 0))
+            inputs.append(TensorSig(past, kv_dtype, (BATCH, heads, past_dim, size), 0))
+            outputs.append(TensorSig(present, kv_dtype, (BATCH, heads, total_dim, size), 0))
             cache_names.append((past, present))
     config = getattr(module, "generation_config", None) or getattr(module, "config", None)
     eos = _ids(getattr(config, "eos_token_id", None))
@@ -213,15 +226,39 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None], all_logits: 
     generation = Generation(tuple(cache_names), position_ids="position_ids" if takes_positions else None,
                             logits_to_keep=KEEP if keeps_logits else None, eos=tuple(eos), pad=pad,
                             max_positions=_config_int(module, "max_position_embeddings", "n_positions"),
-                            in_place=placed)
+                            in_place=placed, cache_position=SLOTS if static else None)
     heads = {int(p[0].shape[1]) for p in pairs}
     log(f"generation: {len(pairs)} layers, a cache of {'/'.join(map(str, sorted(heads)))} key/value heads of "
         f"{int(pairs[0][0].shape[3])}; "
         + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
         + f"; padding {pad}" + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
-    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword, keeps_logits, placed),
+    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword, keeps_logits, placed, static),
                     [t.name for t in inputs])
     return decoder, Signature(tuple(inputs), tuple(outputs)), generation
+
+
+def _check_static(module, takes_positions: bool, cache_keyword: str, pairs, ids: torch.Tensor,
+                  logits: torch.Tensor) -> None:
+    """``module``'s first step over a fixed-length cache of 4 slots (its 2 tokens in the first two) gives the logits
+    of its run over its own cache, and writes its keys there: else refused in one line, as a model whose own code
+    keeps its cache otherwise would export a file that ignores the buffer."""
+    decoder = CachedDecoder(module, len(pairs), takes_positions, cache_keyword, static=True)
+    buffers = [torch.zeros((1, k.shape[1], 4, k.shape[3]), dtype=k.dtype) for pair in pairs for k in pair]
+    extra = [torch.tensor([[0, 1]])] if takes_positions else []
+    with torch.no_grad():
+        try:
+            out = decoder(ids, torch.tensor([[1, 1, 0, 0]]), *extra, torch.tensor([0, 1]), *buffers)
+            why = None
+        except Exception as exc:  # noqa: BLE001 - the model's own refusal, in one line
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if why is None:
+        written = all(float(t[:, :, :2].abs().max()) > 0 for t in out[1:])
+        gap = float((out[0] - logits).abs().max())
+        if not written or gap > 1e-3 * (1 + float(logits.abs().max())):
+            why = "its keys were not written to the buffer" if not written else f"its logits differ by {gap:.3g}"
+    if why is not None:
+        raise PtxError(f"--static-cache: {type(module).__name__} does not compute over a fixed-length cache as over its "
+                       f"own ({why}): export it without --static-cache")
 
 
 def example_feeds(signature: Signature, generation: Generation, vocab: int, batch: int = 2, seq: int = 3,
@@ -229,14 +266,19 @@ def example_feeds(signature: Signature, generation: Generation, vocab: int, batc
     """Inputs the exporters trace with: every dynamic size at least 2 (torch.export specializes 0 and 1),
     the mask covering past and new tokens, positions following the past."""
     rng = np.random.default_rng(seed)
+    capacity = past + seq + 2 if generation.cache_position else None  # slots beyond the filled ones, masked
     feeds = {generation.input_ids: rng.integers(0, vocab, (batch, seq)).astype(np.int64),
              generation.attention_mask: np.ones((batch, past + seq), dtype=np.int64)}
+    if capacity:
+        feeds[generation.attention_mask] = np.pad(feeds[generation.attention_mask], [(0, 0), (0, capacity - past - seq)])
+        feeds[generation.cache_position] = np.arange(past, past + seq, dtype=np.int64)
     if generation.position_ids:
         feeds[generation.position_ids] = np.tile(np.arange(past, past + seq, dtype=np.int64), (batch, 1))
     if generation.logits_to_keep:  # two of the positions: a dynamic size of 1 would be specialized
         feeds[generation.logits_to_keep] = np.arange(seq - 2, seq, dtype=np.int64)
     for name, _ in generation.cache:
         sig = signature.input(name)
-        shape = [batch if isinstance(d, str) and d == BATCH else past if d == PAST else d for d in sig.shape]
+        shape = [batch if isinstance(d, str) and d == BATCH else past if d == PAST else capacity if d == CAPACITY else d
+                 for d in sig.shape]
         feeds[name] = rng.standard_normal(shape).astype(sig.dtype)
     return feeds

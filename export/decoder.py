@@ -169,10 +169,10 @@ class DecoderSource(ExportSource):
                  options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
                  text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None,
-                 all_logits: bool = False, ort_attention: bool = False, folder=None):
+                 all_logits: bool = False, ort_attention: bool = False, static_cache: bool = False, folder=None):
         refuse_text_generation(module)
         self.folder = folder  # the transformers folder whose tensors the module's parameters are (pretrained.py)
-        decoder, signature, self.generation = decoder_of(module, log, all_logits, ort_attention)
+        decoder, signature, self.generation = decoder_of(module, log, all_logits, ort_attention, static_cache)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
             raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
@@ -373,7 +373,7 @@ def refuse_text(text) -> None:
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
                    tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None,
                    bounds: Mapping[str, Mapping] | None = None, all_logits: bool = False,
-                   ort_attention: bool = False, folder=None) -> DecoderSource:
+                   ort_attention: bool = False, static_cache: bool = False, folder=None) -> DecoderSource:
     """export_module's source for a model with its key/value cache (``made``: DecoderSource, or an
     encoder-decoder's Seq2SeqSource; ``asked``: given as --task, else its class generates), the checkpoint
     loaded into it. ``tolerance(output, device)``: what the files are held to (``tolerance_given``: the
@@ -381,6 +381,7 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
     reduced precision's decoding must hold, as the user gave them (recorded); ``all_logits``: a causal LM's decoder
     without logits_to_keep (an encoder-decoder's decoders never take it); ``ort_attention``: a causal LM's decoder
     whose attention is ONNX Runtime's GroupQueryAttention, its cache kept in place (export/ort_attention.py);
+    ``static_cache``: a causal LM's decoder whose cache is a buffer of fixed length (export/static_cache.py);
     ``folder``: the transformers folder (export/folder_weights.FolderWeights) whose tensors the module's parameters
     are: its files are traced without their weights and read them from there (export/pretrained.py)."""
     log(f"task: {made.TASK} ({'asked' if asked else f'{type(module).__name__} generates'}): {made.EXPORTED}"
@@ -404,5 +405,6 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
         declared=[t.name for t in as_declarations(inputs or ())],
         # an encoder-decoder's decoder computes every position's logits, its cache as transformers lays it out
-        **({"all_logits": all_logits, "ort_attention": ort_attention, "folder": folder} if made is DecoderSource
+        **({"all_logits": all_logits, "ort_attention": ort_attention, "static_cache": static_cache, "folder": folder}
+           if made is DecoderSource
            else {}))

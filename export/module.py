@@ -159,6 +159,7 @@ class ModuleOptions:
     weights: Mapping | None = None
     all_logits: bool = False
     ort_attention: bool = False
+    static_cache: bool = False
     folder: object | None = None
     log: Callable[[str], None] = print
 
@@ -221,6 +222,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                            "decoder file; export an encoder-decoder to onnx, torchscript or pt2")
         if given.ort_attention:
             refuse_beside_ort(task == SEQ2SEQ, [*written, *reduced])
+        if given.static_cache and task == SEQ2SEQ:
+            raise PtxError("--static-cache is for a causal LM's decoder: export an encoder-decoder without it")
         for fmt in map(get_format, reduced):  # refused now, not after minutes of the f32 export they are made from
             fmt.check_options(**dict(given.weights or {}, opset=given.opset))
     # a folder's model asked for weight-only formats alone writes them from its folder, and no f32 file
@@ -229,7 +232,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if not cached:
         refuse_text(given.text)
         refuse_bounds(given.bounds)
-        for flag, on in (("--all-logits", given.all_logits), ("--ort-attention", given.ort_attention)):
+        for flag, on in (("--all-logits", given.all_logits), ("--ort-attention", given.ort_attention),
+                         ("--static-cache", given.static_cache)):
             if on:
                 raise PtxError(f"{flag} is for a causal LM exported with its cache: leave it out, or give --task "
                                "text-generation")
@@ -313,7 +317,8 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
                           tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
                           bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource,
-                          all_logits=given.all_logits, ort_attention=given.ort_attention, folder=given.folder)
+                          all_logits=given.all_logits, ort_attention=given.ort_attention,
+                          static_cache=given.static_cache, folder=given.folder)
 
 
 class ModuleSource(ExportSource):

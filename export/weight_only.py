@@ -137,12 +137,16 @@ def options_for(fmt, given: dict) -> dict:
 
 def first_steps(signature, generation: Generation, prompts) -> list[dict[str, np.ndarray]]:
     """Each prompt's first step as the decoder runs it (the ids, a mask of ones, positions from 0, an
-    empty past): what NNCF reads the MatMuls' activations on."""
+    empty past; a fixed-length cache's buffer of the prompt's slots): what NNCF reads the MatMuls' activations on."""
     cases = []
     for prompt in prompts:
         ids, mask = left_padded([prompt], generation.pad)
-        feeds = {generation.input_ids: ids, generation.attention_mask: mask, **empty_past(signature, generation, 1),
+        slots = ids.shape[1] if generation.cache_position else 0
+        feeds = {generation.input_ids: ids, generation.attention_mask: mask,
+                 **empty_past(signature, generation, 1, slots),
                  **generation.kept_logits(ids.shape[1], every=True)}  # the head read at every position too
+        if generation.cache_position:
+            feeds[generation.cache_position] = np.arange(slots, dtype=np.int64)
         if generation.position_ids:
             feeds[generation.position_ids] = positions(mask)
         cases.append(feeds)

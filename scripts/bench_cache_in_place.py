@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""The cache kept in place (`ptx export --ort-attention`, export/ort_attention.py) against the decoder of plain
+"""The cache kept in place (`ptx export --ort-attention`, export/ort_attention.py; and `--static-cache`, a buffer
+of fixed length written at its slots by plain operators, export/static_cache.py) against the decoder of plain
 ONNX operators, which copies the whole cache into each step's present: decode time per token at a short and a
-long past, f32 and int4, in one process, the two files' decodings alternated, ratios within the run. With
+long past, f32 and int4, in one process, the files' decodings alternated, ratios within the run. With
 --openvino, the plain file through the openvino backend too (its cache kept in OpenVINO's variables).
 
     python3 scripts/bench_cache_in_place.py [--models smollm2,qwen2_05b] [--lengths 32,2048]
-        [--new-tokens 32] [--rounds 5] [--work DIR] [--openvino]
+        [--new-tokens 32] [--rounds 5] [--work DIR] [--openvino] [--layouts plain,in place,static]
 
 For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): `ptx export
---module scripts/generate_lms.py:NAME --format onnx,onnx-int4` with and without --ort-attention (reused from
---work when there). Each file opened once through ort-cpu (as `ptx generate` opens it); for each prompt length,
+--module scripts/generate_lms.py:NAME --format onnx,onnx-int4` plain, with --ort-attention and with
+--static-cache (reused from --work when there). Each file opened once through ort-cpu (as `ptx generate` opens it); for each prompt length,
 one seeded prompt decoded greedily for --new-tokens steps by each file in turn, --rounds times: the median time
 per token after the prompt's run (Decoded.decode_ms_per_token) and the prompt's run. Prints a table and writes
 WORK/results.json; docs/benchmarks/generation.md records a run.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-LAYOUTS = {"plain": [], "in place": ["--ort-attention"]}
+LAYOUTS = {"plain": [], "in place": ["--ort-attention"], "static": ["--static-cache"]}
 OPENVINO = "openvino"  # the plain file through the openvino backend (stateful: its cache in OpenVINO's variables)
 
 
@@ -80,6 +81,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-cache-in-place"))
     parser.add_argument("--openvino", action="store_true", help="the plain file through openvino too")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="the layouts compared, plain first")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from generate_lms import MODELS
@@ -90,7 +92,10 @@ def main() -> int:
     for name in args.models.split(","):
         if name not in MODELS:
             parser.error(f"--models: {name} is not one of {', '.join(MODELS)}")
-        folders = {layout: exported(name, layout, args.work) for layout in LAYOUTS}
+        layouts = args.layouts.split(",")
+        if layouts[0] != "plain" or not set(layouts) <= set(LAYOUTS):
+            parser.error(f"--layouts: plain first, then any of {', '.join(LAYOUTS)}")
+        folders = {layout: exported(name, layout, args.work) for layout in layouts}
         vocab = int(MODELS[name]().config.vocab_size)
         for precision, file in (("f32", "model.onnx"), ("int4", "model.int4.onnx")):
             print(f"{name} {precision}: decoding ...", file=sys.stderr, flush=True)

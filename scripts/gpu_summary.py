@@ -69,6 +69,8 @@ def summary(out: Path) -> str:
     page += section("A user's own models (export --module, verify, bench, serve)", "own.md")
     page += section("Where the CUDA rows part from the CPU (--locate)", "locate.md")
     page += section("A language model with its cache on CUDA (verify, bench --generate)", "lm.md")
+    page += section("The language model with a fixed-length cache, its steps as CUDA graphs (ort-cuda-graph)",
+                    "lm-static.md")
     page += ["## Tests", "", *test_counts(out), ""]
     return "\n".join(page)
 

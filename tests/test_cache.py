@@ -1,5 +1,8 @@
 """The one cache (infer/runtime/cache.py), in each of its forms: numpy arrays, ONNX Runtime's OrtValues, a
-GroupQueryAttention decoder's buffer in place (--ort-attention), OpenVINO's state. One parametrised set: each form
+GroupQueryAttention decoder's buffer in place (--ort-attention), OpenVINO's state, a fixed-length cache's buffer
+(--static-cache: bound in place on ort-cpu, its present taken on TorchScript, OrtValues as ort-cuda keeps them, and on
+ort-cuda-graph's runner, whose steps run from a session of fixed sizes: here on the CPU provider, without capture).
+One parametrised set: each form
 decodes transformers' greedy tokens alone and left-padded; rows join and leave a running decoding (a server's batch)
 and each gets its tokens alone; prompt lookup (speculative decoding: several positions a step, the rejected ones
 cut from the cache) gives greedy's tokens exactly in fewer steps, and so does a draft model's guesses, greedy's with
@@ -21,11 +24,19 @@ from ptx.infer.model import generation  # noqa: E402
 from ptx.infer.model.generation import Batch, Decoding  # noqa: E402
 from ptx.infer.model.speculative import PromptLookup, draft_model  # noqa: E402
 from ptx.infer.runtime.cache import ArrayCache, Cache  # noqa: E402
+from ptx.infer.runtime.ort_cache import DeviceSlotCache  # noqa: E402
 from test_generate import PROMPTS, eager_generate  # noqa: E402
+from test_graph_paths import on_runner  # noqa: E402
+
+GRAPH_ON_CPU = "ort-cuda-graph's runner on the CPU"
 
 FORMS = {"arrays": ("plain", "ort-cpu"), "ort-values": ("plain", "ort-cpu"), "in-place": ("placed", "ort-cpu"),
-         "openvino-state": ("plain", "openvino")}
-KINDS = {"arrays": "ArrayCache", "ort-values": "HeldCache", "in-place": "PlacedCache", "openvino-state": "StateCache"}
+         "openvino-state": ("plain", "openvino"), "slots": ("static", "ort-cpu"),
+         "slots-presents": ("static-torchscript", "torchscript"), "device-slots": ("static", "ort-cpu"),
+         "graph-slots": ("static", GRAPH_ON_CPU)}
+KINDS = {"arrays": "ArrayCache", "ort-values": "HeldCache", "in-place": "PlacedCache", "openvino-state": "StateCache",
+         "slots": "SlotCache", "slots-presents": "SlotCache", "device-slots": "DeviceSlotCache",
+         "graph-slots": "GraphSlotCache"}
 NEW = 20
 # a prompt that repeats itself: greedy's answer to it, on these random weights too, soon loops over what it saw
 LOOP = [7, 21, 99, 4, 63, 12, 88, 30] * 3 + [7, 21, 99]
@@ -44,22 +55,30 @@ def small_llama():
 def files(tmp_path_factory, tiny_decoders):
     root = tmp_path_factory.mktemp("cache-forms")
     export_module(small_llama(), None, root / "small", log=lambda _: None, formats=["onnx"])
+    static = tiny_decoders.static("llama")[0]
     return {"plain": tiny_decoders["llama"][0], "placed": tiny_decoders.placed("llama")[0],
-            "small": root / "small" / "model.onnx"}
+            "small": root / "small" / "model.onnx", "static": static,
+            "static-torchscript": static.with_name("model.torchscript.pt")}
 
 
 @pytest.fixture(scope="module", params=list(FORMS))
 def form(request, files):
+    from ptx.infer.runtime.ort_graph import OrtGraphRunner
+
     kind, backend = FORMS[request.param]
-    model = load(files[kind], backend=backend)
+    model = on_runner(OrtGraphRunner, files[kind]) if backend == GRAPH_ON_CPU else load(files[kind], backend=backend)
     yield request.param, model
     model.close()
 
 
 def new_cache(form) -> Cache:
     name, model = form
-    cache = ArrayCache(model.runner.run, model.signature, model.generation) if name == "arrays" else \
-        model.runner.new_cache(model.generation)
+    if name == "arrays":
+        cache = ArrayCache(model.runner.run, model.signature, model.generation)
+    elif name == "device-slots":  # ort-cuda's form, its OrtValues here on the CPU
+        cache = DeviceSlotCache(model.runner, model.signature, model.generation)
+    else:
+        cache = model.runner.new_cache(model.generation)
     assert type(cache).__name__ == KINDS[name]
     return cache
 

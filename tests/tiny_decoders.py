@@ -12,6 +12,7 @@ import torch
 import transformers
 
 VOCAB = 128
+STATIC = "static"  # the layout --static-cache exports (FORMATS' key beside --ort-attention's True and plain False)
 
 
 def llama(vocab: int = VOCAB, tied: bool = False):
@@ -46,7 +47,8 @@ BUILDERS = {"llama": llama, "gpt2": gpt2, "qwen2": qwen2}
 # holds (test_generate). A plain file's int4 twin is made apart (TinyDecoders.int4): beside it, verify would judge
 # it too in every test that verifies the f32 file.
 FORMATS = {("llama", False): ["onnx"], ("gpt2", False): ["onnx", "torchscript"],
-           ("qwen2", False): ["onnx"], ("llama", True): ["onnx", "onnx-int4"], ("gpt2", True): ["onnx"]}
+           ("qwen2", False): ["onnx"], ("llama", True): ["onnx", "onnx-int4"], ("gpt2", True): ["onnx"],
+           ("llama", STATIC): ["onnx", "torchscript"], ("qwen2", STATIC): ["onnx"]}
 
 
 class TinyDecoders:
@@ -64,6 +66,10 @@ class TinyDecoders:
     def placed(self, name: str) -> tuple[Path, list[str]]:
         return self._made(name, True)
 
+    def static(self, name: str) -> tuple[Path, list[str]]:
+        """The decoder exported with --static-cache (its cache a buffer of fixed length)."""
+        return self._made(name, STATIC)
+
     def int4(self, name: str) -> Path:
         """The plain file's int4 twin, `ptx export model.onnx --format onnx-int4` of a copy in a folder of its own."""
         f32, _ = self[name]
@@ -76,15 +82,16 @@ class TinyDecoders:
             assert done.returncode == 0, done.stdout + done.stderr
         return self._folder(f"{name}-int4", make) / "model.int4.onnx"
 
-    def _made(self, name: str, ort_attention: bool) -> tuple[Path, list[str]]:
+    def _made(self, name: str, layout) -> tuple[Path, list[str]]:
         def make(folder: Path) -> None:
             from ptx.export.module import export_module
 
             lines: list[str] = []
-            export_module(BUILDERS[name](), None, folder, log=lines.append, formats=FORMATS[(name, ort_attention)],
-                          ort_attention=ort_attention)
+            export_module(BUILDERS[name](), None, folder, log=lines.append, formats=FORMATS[(name, layout)],
+                          ort_attention=layout is True, static_cache=layout == STATIC)
             (folder / "exported.log").write_text("\n".join(lines))
-        folder = self._folder(f"{name}-ort-attention" if ort_attention else name, make)
+        folder = self._folder(f"{name}-static-cache" if layout == STATIC else f"{name}-ort-attention" if layout
+                              else name, make)
         return folder / "model.onnx", (folder / "exported.log").read_text().split("\n")
 
     def _folder(self, key: str, make) -> Path:

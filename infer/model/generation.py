@@ -46,7 +46,8 @@ from ptx.contract.sampling import Chooser, Sampling
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
-from ..runtime.cache import ArrayCache, Cache, empty_past  # noqa: F401 - empty_past: export's feeds read it here
+from ..runtime.buffer_cache import cache_for
+from ..runtime.cache import Cache, empty_past  # noqa: F401 - empty_past: export's feeds read it here
 from .decoded import Decoded
 from .decoding_memory import require_decoding_room, vocabulary
 from .rows import DRAFT_ROOM, Rows, _running
@@ -134,7 +135,7 @@ class Decoding(Rows):
         if generation is None:
             raise no_cache(name)
         self.generation, self.signature = generation, signature
-        self.cache = cache if cache is not None else ArrayCache(run, signature, generation)
+        self.cache = cache if cache is not None else cache_for(run, signature, generation)
         self.vocab = vocabulary(signature, generation)
         self.prompts = [] if prompts is None else check_prompts(prompts, self.vocab, max_new_tokens,
                                                                 generation.max_positions)

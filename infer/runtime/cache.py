@@ -18,9 +18,14 @@ The decoding loop (infer/model/generation.py) asks for these and never knows the
   into numpy and back between steps;
 - ``PlacedCache`` (ort_cache.py): a GroupQueryAttention decoder's (exported with --ort-attention) buffer, past
   and present bound to one array that the operator writes each step's keys and values into, in place;
-- ``StateCache`` (openvino_state.py): OpenVINO's stateful model, the cache in its infer request's variables.
+- ``StateCache`` (openvino_state.py): OpenVINO's stateful model, the cache in its infer request's variables;
+- ``SlotCache``: a fixed-length cache's buffer (exported with --static-cache), the mask widened to it and the slots
+  of each run's new positions fed (cache_position); bound as both past and present where the runner writes an
+  output in place (ONNX Runtime), else each present taken as the buffer (any runner);
+- ``GraphSlotCache`` (ort_graph.py): the same buffer on the runner's device, each one-position step replayed as one
+  CUDA graph (ort-cuda-graph).
 ArrayCache, HeldCache and StateCache feed each present back as the next past (``FedBackCache``, their shared
-bookkeeping); PlacedCache binds one buffer as both.
+bookkeeping); PlacedCache and the slot forms keep a buffer longer than the past (``BufferCache``).
 
 Every row's cache sits at the right end of the past axis (the positions a row does not have are on its left, zeros
 its mask hides), so that rows of different lengths share one past length; the mask is the decoding's, not the
@@ -40,15 +45,16 @@ from ptx.errors import PtxError
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def empty_past(signature: Signature, generation: Generation, batch: int) -> dict[str, np.ndarray]:
-    """Each past input with a past length of 0, the batch ``batch`` and its fixed sizes (heads, head size)."""
+def empty_past(signature: Signature, generation: Generation, batch: int, length: int = 0) -> dict[str, np.ndarray]:
+    """Each past input with a past length of 0 (``length`` slots of zeros: a fixed-length cache's empty buffer), the
+    batch ``batch`` and its fixed sizes (heads, head size)."""
     feeds = {}
     for past, _ in generation.cache:
         sig = signature.input(past)
         shape = []
         for axis, dim in enumerate(sig.shape):
             if axis == generation.past_axis:
-                shape.append(0)
+                shape.append(length)
             elif axis == sig.batch_axis or (axis == 0 and isinstance(dim, str)):
                 shape.append(batch)
             elif isinstance(dim, str):

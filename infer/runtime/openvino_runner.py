@@ -265,8 +265,9 @@ class OpenVinoRunner(Runner):
 
     def new_cache(self, generation):
         """A stateful decoder's decoding keeps its cache in the variables of a request of its own (StateCache:
-        HeldState values fed back); its release lets them go. Any other model: Runner's."""
-        if not self.pairs or self.closed:
+        HeldState values fed back); its release lets them go. Any other model, and a fixed-length cache (whose buffer
+        the file writes at the slots it is given, fed as any input): Runner's."""
+        if not self.pairs or self.closed or generation.cache_position:
             return super().new_cache(generation)
         return StateCache(self, self.signature, generation)
 

@@ -1,8 +1,10 @@
-"""ONNX Runtime's two forms of a decoder's cache (cache.py says the interface): ``HeldCache``, each present left
-where ONNX Runtime made it (an OrtValue on the runner's device, through IO binding) and bound as the next past, and
+"""ONNX Runtime's forms of a decoder's cache (cache.py says the interface): ``HeldCache``, each present left
+where ONNX Runtime made it (an OrtValue on the runner's device, through IO binding) and bound as the next past;
 ``PlacedCache``, a GroupQueryAttention decoder's (exported with --ort-attention, export/ort_attention.py) buffer per
 layer's key and value that its past and present are both bound to, so that the operator writes each step's new
-positions after the past in place and nothing is copied. numpy and onnxruntime only.
+positions after the past in place and nothing is copied; and ``DeviceSlotCache``, a fixed-length cache's buffer
+(--static-cache) on the runner's device, bound likewise (ort-cuda; ort_graph_cache.py replays its steps).
+numpy and onnxruntime only.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import numpy as np
 from ptx.contract.generation import Generation
 from ptx.contract.tensors import Signature
 
-from .cache import Cache, FedBackCache, empty_past
+from .buffer_cache import BufferCache, SlotCache
+from .cache import FedBackCache
+from .ort_session import import_ort
 from .runner import as_array
 
 
@@ -41,32 +45,22 @@ class HeldCache(FedBackCache):
         return as_array(value)
 
 
-class PlacedCache(Cache):
-    """A GroupQueryAttention decoder's cache in place (ort-cpu): one buffer per past input, ``capacity`` positions
-    long on its past axis (the most the decoding is expected to reach; grown, doubling, where it reaches past it),
-    bound as both the past and the present of each run, so that the operator writes each step's keys and values
-    after the ``length`` positions held. A step's positions not accepted are cut by counting fewer: the next run
-    writes over them. Zeros, which the operating system gives as pages are first written: a buffer costs the
-    positions filled, not its length."""
+class PlacedCache(BufferCache):
+    """A GroupQueryAttention decoder's cache in place (ort-cpu): one buffer per past input (BufferCache), bound as
+    both the past and the present of each run, so that the operator writes each step's keys and values after the
+    ``length`` positions held."""
 
     def __init__(self, runner, signature: Signature, generation: Generation):
         super().__init__(signature, generation)
         self._runner = runner
-        self._buffers: dict[str, np.ndarray] | None = None
-        self._empty: dict[str, np.ndarray] = {}  # the first run's past (length 0), before any buffer exists
-        self.capacity = 0
-        self._reach = 0
 
-    def reserve(self, positions: int) -> None:
-        self._reach = max(self._reach, int(positions))
+    def _new(self) -> "PlacedCache":
+        return PlacedCache(self._runner, self.signature, self.generation)
 
     def widest(self) -> int | None:
         """One position a row where there are several: ONNX Runtime's GroupQueryAttention (1.31) refuses a run of
         more than one new position over a past for a batch of more than one."""
         return 1 if self.rows > 1 else None
-
-    def feeds(self) -> dict[str, object]:
-        return self._empty if self._buffers is None else self._buffers
 
     def advance(self, outputs: Mapping[str, object]) -> None:
         """The first run's presents copied into new buffers; after it, the operator wrote them in place already."""
@@ -86,55 +80,33 @@ class PlacedCache(Cache):
         return self._runner.run_holding({**feeds, **self._buffers}, (),
                                         {present: self._buffers[past] for past, present in self.generation.cache})
 
-    def _room(self, positions: int) -> None:
-        """Buffers of at least ``positions``: where they are shorter, longer ones (twice, or the reach) with the
-        filled positions copied in."""
-        if positions <= self.capacity:
-            return
-        self._buffers = self._allocated(self.arrays(), max(positions, self._reach, 2 * self.capacity))
 
-    def _allocated(self, arrays: Mapping[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
-        buffers = {}
-        for name, a in arrays.items():
-            shape = list(a.shape)
-            shape[self.axis] = capacity
-            buffers[name] = np.zeros(shape, dtype=a.dtype)
-            buffers[name][self._first(a.shape[self.axis])] = a
-        self.capacity = capacity
-        return buffers
+class DeviceSlotCache(SlotCache):
+    """A fixed-length cache on ``runner``'s device (an OrtRunner's, ort-cuda): each buffer an OrtValue there, bound
+    as the past and the present of every run (run_holding writes the present into it), never copied to the host
+    between steps."""
 
-    def _first(self, positions: int) -> tuple:
-        return (slice(None),) * self.axis + (slice(0, positions),)
+    def __init__(self, runner, signature: Signature, generation: Generation):
+        super().__init__(runner.run, signature, generation, runner.run_holding)
+        self._runner = runner
 
-    def empty(self, rows: int) -> "PlacedCache":
-        fresh = PlacedCache(self._runner, self.signature, self.generation)
-        fresh._reach = self._reach
-        fresh.load(empty_past(self.signature, self.generation, rows))
-        return fresh
+    def _new(self) -> "DeviceSlotCache":
+        return DeviceSlotCache(self._runner, self.signature, self.generation)
+
+    def _on_host(self, arrays: Mapping[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
+        """``arrays`` in the first positions of host buffers of ``capacity`` positions, zeros after."""
+        return SlotCache._allocated(self, arrays, capacity)
+
+    def _allocated(self, arrays: Mapping[str, np.ndarray], capacity: int) -> dict[str, object]:
+        ort = import_ort()
+        device = ("cuda" if self._runner.on_cuda else "cpu", self._runner.device_id)
+        return {name: ort.OrtValue.ortvalue_from_numpy(a, *device)
+                for name, a in self._on_host(arrays, capacity).items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self._buffers is None:
             return dict(self._empty)
-        return {name: np.ascontiguousarray(b[self._first(self.length)]) for name, b in self._buffers.items()}
+        return {name: np.ascontiguousarray(b.numpy()[self._first(self.length)]) for name, b in self._buffers.items()}
 
-    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._shape_of(arrays)
-        if self.length == 0:
-            self._buffers, self._empty, self.capacity = None, dict(arrays), 0
-        else:
-            self._buffers = self._allocated(arrays, max(self._reach, self.length))
-
-    def _adopt(self, other: Cache) -> None:
-        self._buffers, self._empty, self.capacity = other._buffers, other._empty, other.capacity
-        self.rows, self.length, self._reach = other.rows, other.length, max(self._reach, other._reach)
-        other._buffers, other._empty, other.rows, other.length = None, {}, 0, 0
-
-    def truncate(self, length: int) -> None:
-        """Counted shorter: the next run writes over the positions cut."""
-        if length > self.length:
-            super().truncate(length)  # its refusal
-        self.length = length
-
-    def release(self) -> None:
-        super().release()
-        self._buffers, self._empty, self.capacity = None, {}, 0
+    def advance(self, outputs: Mapping[str, object]) -> None:
+        """The presents were written into the buffers bound as them: nothing to take."""

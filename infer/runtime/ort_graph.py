@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptx.errors import BackendUnavailableError
+from ptx.errors import BackendUnavailableError, PtxError
 
-from .graph_shapes import GraphSlots, fill_padded, first_rows
+from .graph_shapes import GraphSlots, fill_padded, first_rows, graph_batch
+from .ort_graph_cache import GraphSlotCache, StepSession
 from .host_memory import lease_or_new
 from .ort_runner import OrtRunner, run_bound_host
 from .runner import Runner
@@ -32,6 +33,7 @@ from .ort_session import import_ort
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
 UNCAPTURED = "-1"  # the id that runs without capture or replay
+KEPT_STEPS = 1  # the step sessions (ort_graph_cache.py) kept for the next decoding: each holds the weights again
 
 
 @dataclass
@@ -48,10 +50,19 @@ class OrtGraphRunner(OrtRunner):
     check everything around the graph."""
 
     cuda_graph = True
-    holding = ("session", "_slots")
+    holding = ("session", "_slots", "_steps")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, path, device: str = "cpu", precision: str = "f32", opening=None, arena: bool = True):
+        from ptx.contract.generation import GENERATION_KEY, of_metadata
+
+        metadata = getattr(opening, "metadata", None) or {}
+        generation = of_metadata(metadata, "ptx." + GENERATION_KEY) if GENERATION_KEY in metadata else None
+        if generation is not None and generation.cache_position:
+            # a fixed-length cache's decoder: its steps replay from sessions of fixed sizes (ort_graph_cache.py);
+            # its own session, which runs the prompts (their lengths vary), is ort-cuda's, uncaptured
+            self.cuda_graph = False
+        super().__init__(path, device, precision, opening, arena)
+        self._steps: dict[tuple[int, int], StepSession] = {}  # the step sessions no cache holds, by (rows, capacity)
         self.backend = "ort-cuda-graph" if self.on_cuda else "ort-cpu (graph buffers, no capture)"
         self._ort = import_ort()
         self._device_type = "cuda" if self.on_cuda else "cpu"
@@ -114,9 +125,35 @@ class OrtGraphRunner(OrtRunner):
         with self._lock:
             return super().run_on_device(feeds)
 
-    # A decoding's steps run through the captured graphs' own buffers (Runner's ``run``): a graph replays fixed
-    # addresses and shapes, which a cache held from step to step (ort_cache.py) does not keep.
-    new_cache = Runner.new_cache
+    def new_cache(self, generation):
+        """A fixed-length cache's decoding (--static-cache) keeps its buffers on the device and replays each step
+        (GraphSlotCache); any other decoding's steps run through the captured graphs' own buffers (Runner's): a
+        graph replays fixed addresses and shapes, which a cache held from step to step (ort_cache.py) does not."""
+        if generation.cache_position:
+            return GraphSlotCache(self, self.signature, generation)
+        return Runner.new_cache(self, generation)
+
+    def take_step(self, generation, rows: int, capacity: int) -> StepSession:
+        """A step session for at least ``rows`` rows over ``capacity`` slots, its buffers the taker's until it gives
+        it back: the smallest one no cache holds, else a new one of the next power of two of rows (a session of its
+        own: seconds to make, the weights again)."""
+        with self._lock:
+            if self._steps is None:
+                raise PtxError(f"{self.name} on {self.backend} was closed: open it again (ptx.infer.load)")
+            fits = sorted(key for key in self._steps if key[1] == capacity and key[0] >= rows)
+            step = self._steps.pop(fits[0]) if fits else None
+        return step if step is not None else StepSession(self, generation, graph_batch(rows) or rows, capacity)
+
+    def give_back_step(self, step: StepSession) -> None:
+        """``step`` free for the next decoding of its sizes; only the latest KEPT_STEPS are kept (each holds the
+        weights)."""
+        with self._lock:
+            if self._steps is None:  # closed
+                return
+            self._steps.pop((step.rows, step.capacity), None)
+            self._steps[(step.rows, step.capacity)] = step
+            while len(self._steps) > KEPT_STEPS:
+                self._steps.pop(next(iter(self._steps)))
 
     def _binding_run_options(self):
         return self._uncaptured

@@ -137,9 +137,15 @@ class OrtRunner(Runner):
     def new_cache(self, generation):
         """A decoding's cache where ONNX Runtime holds it (ort_cache.py): a GroupQueryAttention decoder's buffer in
         place on the CPU (the runner writes an output into the array given for it), else each present as the
-        OrtValue a run made, on this runner's device."""
-        from .ort_cache import HeldCache, PlacedCache
+        OrtValue a run made, on this runner's device; a fixed-length cache's buffer (--static-cache) bound as past and
+        present where it lies (a host array, an OrtValue on the GPU)."""
+        from .buffer_cache import SlotCache
+        from .ort_cache import DeviceSlotCache, HeldCache, PlacedCache
 
+        if generation.cache_position:
+            if self.on_cuda:
+                return DeviceSlotCache(self, self.signature, generation)
+            return SlotCache(self.run, self.signature, generation, self.run_holding)
         if generation.in_place and not self.on_cuda:
             return PlacedCache(self, self.signature, generation)
         return HeldCache(self, self.signature, generation)
@@ -151,13 +157,15 @@ class OrtRunner(Runner):
         run held bound as it is, and the ``held`` outputs left where ONNX Runtime made them (on this runner's device),
         so that a decoder's cache is never copied into numpy and back between steps; the rest copied out. On
         the CPU, each output named in ``into`` is written into its array (fed as an input too, the two bound
-        to one value: the buffer a GroupQueryAttention decoder keeps its cache in)."""
+        to one value: the buffer a GroupQueryAttention decoder keeps its cache in); on any device into an OrtValue
+        given there (a fixed-length cache's buffer on the GPU)."""
         if self.closed:
             return self.run(feeds)  # its one error
         ort = import_ort()
-        if into and self.on_cuda:
+        if into and self.on_cuda and not all(isinstance(a, ort.OrtValue) for a in into.values()):
             raise PtxError(f"{self.backend} writes no output into a host array: run it without into")
-        placed = {id(a): ort.OrtValue.ortvalue_from_numpy(a) for a in (into or {}).values()}  # the memory itself
+        placed = {id(a): a if isinstance(a, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(a)
+                  for a in (into or {}).values()}  # the memory itself
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, ort.OrtValue):

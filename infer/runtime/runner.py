@@ -97,11 +97,12 @@ class Runner:
 
     def new_cache(self, generation):
         """An empty key/value cache for a decoding of ``generation``'s decoder through this runner (cache.py): numpy
-        arrays here, each present fed back as the next past; a runtime that keeps values of its own makes its own
-        form (ONNX Runtime's OrtValues or its in-place buffer, OpenVINO's state)."""
-        from .cache import ArrayCache
+        arrays here, each present fed back as the next past (a fixed-length cache's buffer, its present taken as
+        it); a runtime that keeps values of its own makes its own form (ONNX Runtime's OrtValues or its in-place
+        buffer, OpenVINO's state)."""
+        from .buffer_cache import cache_for
 
-        return ArrayCache(self.run, self.signature, generation)
+        return cache_for(self.run, self.signature, generation)
 
     # Whether ids are held to their tables before the run: where the compiled code reads past a table's
     # end rather than refuse (AOTInductor), or prints a page of native frames on its way to refusing.

@@ -123,6 +123,12 @@ def _format_list(ctx, param, value) -> list[str]:
                    "ptx keeps the cache in one buffer per layer that the operator writes in place, where the file of "
                    "plain operators copies the whole cache at every step. Only ONNX Runtime opens the file "
                    "(docs/generate.md).")
+@click.option("--static-cache", "static_cache", is_flag=True,
+              help="--module or a transformers folder, a causal LM exported with its cache: the cache is one buffer "
+                   "of fixed length per layer's key and value (its past and its present; the run writes its new "
+                   "positions at the slots cache_position names, the mask covers the buffer), in plain ONNX operators "
+                   "every runtime runs. Its shapes do not grow from step to step, so ort-cuda-graph replays each "
+                   "decoding step as one CUDA graph (docs/generate.md).")
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
@@ -342,7 +348,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, min_agreement=(),
                 max_kl=(), max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None,
-                data_aware=None, all_logits=False, ort_attention=False) -> None:
+                data_aware=None, all_logits=False, ort_attention=False, static_cache=False) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
     opened by transformers, exported as --module exports one, its tokenizer's files beside the files; a
     sentence-transformers folder (a modules.json) as an encoder of sentence vectors (export/embedder.py)."""
@@ -362,7 +368,8 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
         fmt = ["onnx"]  # a language model needs no TorchScript file unless asked for one
     if is_sentence_transformers(name):  # an encoder of sentence vectors (export/embedder.py), not a decoder
         decoding = {"--task": task not in ("auto", "forward"), "--min-agreement": min_agreement, "--max-kl": max_kl,
-                    "--max-kl-p99": max_kl_p99, "--all-logits": all_logits, "--ort-attention": ort_attention}
+                    "--max-kl-p99": max_kl_p99, "--all-logits": all_logits, "--ort-attention": ort_attention,
+                    "--static-cache": static_cache}
         given = next((option for option, on in decoding.items() if on), None)
         if given:
             raise click.UsageError(f"{given} shapes a model that generates; {name} is a sentence-transformers model, "
@@ -380,7 +387,7 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
                   bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99), all_logits=all_logits,
-                  ort_attention=ort_attention, folder=opened.folder,
+                  ort_attention=ort_attention, static_cache=static_cache, folder=opened.folder,
                   weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
 
 
@@ -388,7 +395,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
             max_shapes, force, rtol=None, task="auto", tokenizer=None, min_agreement=(), max_kl=(),
             max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None,
-            all_logits=False, ort_attention=False) -> None:
+            all_logits=False, ort_attention=False, static_cache=False) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -406,7 +413,8 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
         if bounds:
             raise click.UsageError(f"--{next(iter(bounds)).replace('_', '-')} bounds a decoder's reduced precisions, "
                                    f"recorded in its files: --format {fmt[0]} writes a folder of its forward pass")
-        for flag, on in (("--all-logits", all_logits), ("--ort-attention", ort_attention)):
+        for flag, on in (("--all-logits", all_logits), ("--ort-attention", ort_attention),
+                         ("--static-cache", static_cache)):
             if on:
                 raise click.UsageError(f"{flag} shapes a decoder exported with its cache: --format {fmt[0]} writes a "
                                        "folder of its forward pass")
@@ -431,7 +439,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
                   use_example=not chosen, rtol=rtol, task=task, bounds=bounds, log=click.echo, weights=weights or None,
-                  all_logits=all_logits, ort_attention=ort_attention, **options)
+                  all_logits=all_logits, ort_attention=ort_attention, static_cache=static_cache, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

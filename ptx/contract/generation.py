@@ -105,6 +105,10 @@ class Generation:
     runner may bind each layer's past and present to one buffer of the positions a decoding reaches (longer than
     its past: the mask says the length) and the operator writes each step's keys after the past, where a
     caller that feeds the past apart has the present copied as usual.
+    ``cache_position``: the input (int64 [new positions], transformers' name) giving the slots of a fixed-length
+    cache a run writes its new keys and values into (export --static-cache, export/static_cache.py): each past is a
+    buffer as long as the mask, its present the same buffer with those slots written, the mask 0 over the slots not
+    filled; None where the present is the past with the new positions after it.
     ``reference``: eager's own greedy decoding of a few prompts as export made it (prompts, tokens, top-2
     margins, each step's largest logits: ptx.contract.generation_judge.ReferenceDecoding), which verify
     holds every runtime to; ``bounds``: what each reduced precision's decoding must hold
@@ -125,6 +129,7 @@ class Generation:
     encoder: Encoder | None = None
     logits_to_keep: str | None = None
     in_place: bool = False
+    cache_position: str | None = None
     reference: dict = field(default_factory=dict, compare=False)
     bounds: dict = field(default_factory=dict, compare=False)  # {precision: what a reduced row must hold}
 
@@ -138,6 +143,8 @@ class Generation:
             del doc["logits_to_keep"]
         if not self.in_place:  # likewise
             del doc["in_place"]
+        if not self.cache_position:  # likewise
+            del doc["cache_position"]
         if not self.encoder:  # a causal LM's contract as before encoder-decoders had one
             for key in ("encoder", "suppress", "begin_suppress", "forced_eos"):
                 if not doc[key]:
@@ -162,6 +169,7 @@ class Generation:
                        encoder=Encoder.from_dict(doc["encoder"]) if doc.get("encoder") else None,
                        logits_to_keep=None if doc.get("logits_to_keep") is None else str(doc["logits_to_keep"]),
                        in_place=bool(doc.get("in_place", False)),
+                       cache_position=None if doc.get("cache_position") is None else str(doc["cache_position"]),
                        reference=dict(doc.get("reference") or {}), bounds=dict(doc.get("bounds") or {}))
         except (ValueError, TypeError, KeyError) as exc:
             raise ContractError(f"{where}: not a generation contract ({type(exc).__name__}: {exc}): re-export the "
@@ -176,7 +184,8 @@ class Generation:
                      *([self.position_ids] if self.position_ids else []), *(p for p, _ in self.cache),
                      *((d for _, d in self.encoder.cross) if self.encoder else ()),
                      *([self.encoder.decoder_mask] if self.encoder and self.encoder.decoder_mask else []),
-                     *([self.logits_to_keep] if self.logits_to_keep else [])]
+                     *([self.logits_to_keep] if self.logits_to_keep else []),
+                     *([self.cache_position] if self.cache_position else [])]
         wanted_out = [self.logits, *(q for _, q in self.cache)]
         missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
         if missing:

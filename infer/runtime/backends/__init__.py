@@ -76,6 +76,10 @@ class Backend:
     # GroupQueryAttention in float32 with an additive mask. ort-cpu does; ONNX Runtime's CUDA kernel takes float16
     # or bfloat16 and no attention bias, and the other runtimes lack the operator.
     runs_ort_attention: bool = False
+    # Whether it decodes a language model whose past grows by a position at every step (the plain file's): a CUDA
+    # graph replays fixed shapes, so ort-cuda-graph decodes a file exported with --static-cache alone
+    # (runtime/ort_graph_cache.py).
+    decodes_growing_cache: bool = True
     # What it holds to open and run any model, beside its multiple of the weights: its plugin's own compiled kernels,
     # thread pools and per-shape plans, which a small file does not scale down (OpenVINO: below).
     opens_with: int = 0
@@ -128,6 +132,10 @@ def refuses_generation(backend: Backend, generation) -> str | None:
     if generation is not None and generation.in_place and not backend.runs_ort_attention:
         return (f"its attention is ONNX Runtime's GroupQueryAttention (exported with --ort-attention), which "
                 f"{backend.name} does not run: use ort-cpu")
+    if generation is not None and not generation.cache_position and not backend.decodes_growing_cache \
+            and generation.encoder is None:
+        return (f"its cache grows at every step, and {backend.name} replays fixed shapes: export it with "
+                "--static-cache, or use ort-cuda")
     return None
 
 

@@ -6,4 +6,5 @@ from . import ORT_CUDA, Backend, lazy, register
 
 register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",),
                  open=lazy("runtime.ort_graph", "OrtGraphRunner.open"),
-                 static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda", **ORT_CUDA))
+                 static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda",
+                 decodes_growing_cache=False, **ORT_CUDA))
