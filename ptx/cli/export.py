@@ -15,9 +15,9 @@ import click
 from click.core import ParameterSource
 
 from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
-                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, decoding_bound_options, decoding_bounds,
-                             generated_input_options, open_options, certificate_sizes, plan_options,
-                             shape_certificate_options)
+                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, decoder_layout_options,
+                             decoding_bound_options, decoding_bounds, generated_input_options, open_options,
+                             certificate_sizes, plan_options, shape_certificate_options)
 from ptx.cli.targets import _model_file, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS, WEIGHT_ONLY_FORMATS
@@ -112,23 +112,7 @@ def _format_list(ctx, param, value) -> list[str]:
                    "encoder file beside a decoder file with its cache; auto does either for a transformers model that "
                    "generates and was not built with use_cache=False, and exports a recurrent state (Mamba) as "
                    "forward, saying why; forward exports one forward pass (its tensors, the cache left out).")
-@click.option("--all-logits", "all_logits", is_flag=True,
-              help="--module or a transformers folder, a causal LM exported with its cache: the decoder computes every "
-                   "new position's logits and takes no logits_to_keep (by default a transformers LM's file takes it, "
-                   "so that a prompt's run computes its last position's only): the inputs onnxruntime-genai, Optimum's "
-                   "ORTModelForCausalLM and openvino-genai feed.")
-@click.option("--ort-attention", "ort_attention", is_flag=True,
-              help="--module or a transformers folder, a causal LM exported with its cache: each layer's attention "
-                   "as ONNX Runtime's GroupQueryAttention (the operator onnxruntime-genai's builder writes), so that "
-                   "ptx keeps the cache in one buffer per layer that the operator writes in place, where the file of "
-                   "plain operators copies the whole cache at every step. Only ONNX Runtime opens the file "
-                   "(docs/generate.md).")
-@click.option("--static-cache", "static_cache", is_flag=True,
-              help="--module or a transformers folder, a causal LM exported with its cache: the cache is one buffer "
-                   "of fixed length per layer's key and value (its past and its present; the run writes its new "
-                   "positions at the slots cache_position names, the mask covers the buffer), in plain ONNX operators "
-                   "every runtime runs. Its shapes do not grow from step to step, so ort-cuda-graph replays each "
-                   "decoding step as one CUDA graph (docs/generate.md).")
+@decoder_layout_options
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",

@@ -163,6 +163,28 @@ decoding_bound_options = _options(
 )
 
 
+# The layout of a causal LM's decoder exported with its cache (--module, a transformers folder).
+decoder_layout_options = _options(
+    click.option("--all-logits", "all_logits", is_flag=True,
+                 help="--module or a transformers folder, a causal LM exported with its cache: the decoder computes "
+                      "every new position's logits and takes no logits_to_keep (by default a transformers LM's file "
+                      "takes it, so that a prompt's run computes its last position's only): the inputs "
+                      "onnxruntime-genai, Optimum's ORTModelForCausalLM and openvino-genai feed."),
+    click.option("--ort-attention", "ort_attention", is_flag=True,
+                 help="--module or a transformers folder, a causal LM exported with its cache: each layer's attention "
+                      "as ONNX Runtime's GroupQueryAttention (the operator onnxruntime-genai's builder writes), so "
+                      "that ptx keeps the cache in one buffer per layer that the operator writes in place, where the "
+                      "file of plain operators copies the whole cache at every step. Only ONNX Runtime opens the "
+                      "file (docs/generate.md)."),
+    click.option("--static-cache", "static_cache", is_flag=True,
+                 help="--module or a transformers folder, a causal LM exported with its cache: the cache is one "
+                      "buffer of fixed length per layer's key and value (its past and its present; the run writes "
+                      "its new positions at the slots cache_position names, the mask covers the buffer), in plain "
+                      "ONNX operators every runtime runs. Its shapes do not grow from step to step, so "
+                      "ort-cuda-graph replays each decoding step as one CUDA graph (docs/generate.md)."),
+)
+
+
 def decoding_bounds(min_agreement=(), max_kl=(), max_kl_p99=()) -> dict[str, dict]:
     """decoding_bound_options' values -> {field: {precision or None: value}} (only those given); a bad one
     refused in one line naming its option."""
