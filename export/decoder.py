@@ -27,13 +27,13 @@ the bounds a reduced precision's decoding is held to, which ``ptx verify`` holds
 from __future__ import annotations
 
 import inspect
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ptx.atomic import scratch_folder
 from ptx.contract import Tolerance
 from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, batches, judging_prompts
 from ptx.contract.generation_judge import BOUND_OPTIONS, recorded_bounds
@@ -221,7 +221,7 @@ class DecoderSource(ExportSource):
                          f"{fmt.serving_backend}", registry.get(fmt.serving_backend).holds_external * self.folder.f32_bytes)
             # its graph kept (a few MB at 7B: no weight in it) for the weight-only formats: a second trace of a 0.5B
             # model costs some 100 s
-            with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
+            with scratch_folder("ptx-weightless-") as scratch:
                 lazy = Path(scratch) / fmt.file_name
                 made = super().write(fmt, path, {**options, "lazy_copy": lazy})
                 self._weightless = lazy.read_bytes() if lazy.exists() else None

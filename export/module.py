@@ -21,7 +21,6 @@ with its key/value cache is written as export/decoder.py's source, through the s
 """
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ptx.atomic import atomic_folder, writable_dir_for
+from ptx.atomic import atomic_folder, scratch_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
 from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
@@ -302,7 +301,7 @@ def _reduced_from(source, staging: Path, given: ModuleOptions):
     if given.folder is None:
         yield staging / "model.onnx", None
         return
-    with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
+    with scratch_folder("ptx-weightless-") as scratch:
         traced = "model.onnx's, traced without its weights" if source.has_weightless_graph else \
             "traced without its weights"
         given.log(f"graph: {traced} ({given.folder.folder.name}'s tensors read as each file is written)")

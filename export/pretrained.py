@@ -8,7 +8,6 @@ by itself."""
 from __future__ import annotations
 
 import json
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from ptx.atomic import scratch_folder
 from ptx.errors import PtxError
 from ptx.infer.model.text import TEXT_FILES, Text
 from ptx.infer.runtime.memory_plan import MARGIN, OutOfMemoryPlan, size_text, where_available
@@ -220,7 +220,7 @@ def text_files(folder: str | Path, log: Callable[[str], None], what: str) -> dic
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - transformers' own refusal, in one line
         raise PtxError(f"{what} {folder}: transformers could not read its tokenizer ({str(exc).splitlines()[0]})") from None
-    with tempfile.TemporaryDirectory(prefix="ptx-tokenizer-") as made:
+    with scratch_folder("ptx-tokenizer-") as made:
         tokenizer.save_pretrained(made)
         if not (Path(made) / "tokenizer.json").is_file():
             raise PtxError(f"{what} {folder}: its tokenizer has no fast form (tokenizer.json), which ptx reads without "

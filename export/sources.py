@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ptx.atomic import atomic_folder
+from ptx.atomic import atomic_folder, scratch_folder
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError
 from ptx.infer.formats.onnx_files import move_with_data
@@ -115,7 +114,7 @@ def module_source(module, example_inputs, *, name: str, subject: str, **module_o
     def place(target: Path, fmt: str, log: Callable[[str], None]):
         from .module import export_module
 
-        with tempfile.TemporaryDirectory(prefix="ptx-module-") as scratch:
+        with scratch_folder("ptx-module-") as scratch:
             made = Path(scratch) / "export" / ARTIFACT_FILES[fmt]
             export_module(module, example_inputs, made.parent, formats=[fmt], name=name,
                           reference=False, log=lambda line: log(line.replace(str(made), str(target))),

@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -267,3 +269,47 @@ def _replace_folder(staging: Path, final: Path) -> None:
         old.rename(final)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back for the block and acted on as it ends (in the main thread; elsewhere the block
+    runs as it is): for the few steps between making something and registering its clean-up, where a signal would
+    leave it behind. Python runs a signal's handler in the main thread at its next step whichever thread the signal
+    reached, so the handlers themselves are swapped for ones that only note it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if caught:
+            handler = saved[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str, dir: str | os.PathLike | None = None) -> Iterator[str]:
+    """A temporary folder (``tempfile.TemporaryDirectory``'s, its path yielded), removed when the block ends however
+    it ends. Made with Ctrl-C and SIGTERM deferred until its removal is registered: a signal landing as the folder
+    appeared (a job stopped just then) left it behind, with a copy of the model in it."""
+    made = None
+    try:
+        with signals_deferred():
+            made = tempfile.TemporaryDirectory(prefix=prefix, dir=dir)
+    except BaseException:
+        if made is not None:
+            made.cleanup()
+        raise
+    with made as path:
+        yield path
+

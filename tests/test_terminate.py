@@ -40,3 +40,38 @@ def test_sigterm_ends_the_process_with_143_even_past_a_thread_that_never_ends(th
         assert took >= TERMINATED_GRACE_S, took  # Python's exit waited for the thread until the grace ended it
     else:
         assert took < TERMINATED_GRACE_S, took  # nothing to wait for: no grace spent
+
+
+LANDING = """
+import contextlib, os, signal, sys, tempfile
+from ptx import atomic
+from ptx.cli import _terminating
+from ptx.errors import Terminated
+made = tempfile.mkdtemp
+def landing(*args, **kwargs):  # SIGTERM as the folder appears: before TemporaryDirectory registers its removal
+    path = made(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(100000))  # steps at which Python runs the handler, where nothing defers it
+    return path
+tempfile.mkdtemp = landing
+if sys.argv[2] == "undeferred":  # the planted fault: the folder made as tempfile makes it
+    atomic.signals_deferred = contextlib.nullcontext
+with _terminating():
+    try:
+        with atomic.scratch_folder("ptx-int4-", dir=sys.argv[1]):
+            pass
+    except Terminated:
+        print("terminated")
+"""
+
+
+@pytest.mark.parametrize("deferred", ["deferred", "undeferred"])
+def test_a_scratch_folder_made_as_sigterm_lands_is_removed(tmp_path, deferred):
+    """A job stopped just as an int4 export's scratch folder (a copy of the model) appeared: the folder is still
+    removed, since SIGTERM waits until its removal is registered (ptx.atomic.scratch_folder). The planted fault,
+    tempfile's folder as it comes, leaves it behind: the test sees that window."""
+    done = subprocess.run([sys.executable, "-c", LANDING, str(tmp_path), deferred], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "terminated", done.stdout + done.stderr
+    left = [p.name for p in tmp_path.iterdir()]
+    assert (left == []) == (deferred == "deferred"), left

@@ -18,8 +18,9 @@ whole call (export/formats/openvino_weights.py).
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
+
+from ptx.atomic import scratch_folder
 
 # The float32 bytes of the weights NNCF is given at once (a layer's MatMuls of a 7B model are 0.9 GB): it holds
 # about 3.1x them at its peak. A weight past it is given alone.
@@ -91,7 +92,7 @@ def compress_in_groups(proto, folder: Path, primary: tuple[str, int], advanced: 
                disable=not sys.stderr.isatty())
     for (mode, group), names in _by_mode(found, chosen).items():
         for batch in _batches(names, initializers):
-            with tempfile.TemporaryDirectory(prefix="ptx-nncf-", dir=folder) as scratch:
+            with scratch_folder("ptx-nncf-", dir=folder) as scratch:
                 alone = _alone(batch, ops, initializers, Path(scratch), folder)
                 options = dict(mode=getattr(nncf.CompressWeightsMode, mode), group_size=group)
                 if mode.startswith("INT4"):  # every weight given in the primary mode (an int8 mode takes all alike)

@@ -42,7 +42,6 @@ import functools
 import logging
 import math
 import statistics
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.atomic import scratch_folder
 from ptx.contract import DEFAULT_OPSET, Task
 from ptx.contract.metadata import from_props
 from ptx.errors import DataError, PtxError, first_line
@@ -249,7 +249,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         judge, keep_f32 = bound.judge, AUTO  # a --keep-f32 list beside it was refused (pipeline.check_options)
 
     name = strings["model"]
-    with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
+    with scratch_folder("ptx-int8-") as scratch:
         f32, proto, base, made, served = f32_graph(model, example, Path(scratch), signature, strings, opset=opset,
                                                    exporter=exporter, mode=mode)
         static = calibration is not None and quantized_statically(proto, signature)

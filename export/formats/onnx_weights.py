@@ -27,12 +27,12 @@ Split (export/onnx_shared_input.py says why: each small product costs its dispat
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ptx.atomic import scratch_folder
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.generation import of_metadata
 from ptx.errors import PtxError, first_line
@@ -74,7 +74,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     block = block_size or DEFAULT_BLOCK
     symmetric = True if symmetric is None else symmetric
     level = DEFAULT_ACCURACY_LEVEL if accuracy_level is None else accuracy_level
-    with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
+    with scratch_folder(f"ptx-{fmt}-") as scratch:
         ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
         name = ready.base.get("model", path.stem)
         generation = of_metadata(ready.base, name)

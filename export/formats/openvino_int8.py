@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ptx.atomic import scratch_folder
 from ptx.contract import DEFAULT_OPSET
 from ptx.errors import DataError, PtxError, first_line
 from ptx.infer.formats import onnx_files
@@ -147,7 +147,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     if not calibration:
         raise PtxError(f"openvino-int8: NNCF calibrates on real inputs, and there are none for {name} here: export "
                        "it to ONNX, then `ptx export model.onnx --format openvino-int8 --calibration SAMPLES.npz`")
-    with tempfile.TemporaryDirectory(prefix="ptx-ov-int8-") as scratch:
+    with scratch_folder("ptx-ov-int8-") as scratch:
         f32, proto, base, made, served = f32_graph(model, example, Path(scratch), signature, strings, opset=opset,
                                                    exporter=exporter, mode=mode)
         calibrated = batches(signature, calibration, CALIBRATION_BATCH)

@@ -27,9 +27,9 @@ OpenVINO without it. NNCF is optional (the openvino extra): without it the forma
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
+from ptx.atomic import scratch_folder
 from ptx.contract import DEFAULT_OPSET
 from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
@@ -83,7 +83,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     # a weight whose input size is not a multiple of the group gets the largest power of two that divides it (a
     # tiny model's 64 channels under groups of 128), not an error
     fallback = dict(group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16)
-    with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
+    with scratch_folder(f"ptx-{fmt}-") as scratch:
         ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
         name = ready.base.get("model", path.stem)
         changed = ops_changed_by(ready.proto, BLOCKED_OPSET)

@@ -24,11 +24,11 @@ import functools
 import heapq
 import json
 import math
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptx.atomic import scratch_folder
 from ptx.errors import first_line
 
 from ..formats.onnx_files import load_structure
@@ -320,7 +320,7 @@ def basic_optimised(path: str | Path):
     """The graph ORT's CUDA provider is offered: ``path`` after ORT's basic-level optimisations
     (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath)."""
     ort = import_ort()
-    with tempfile.TemporaryDirectory(prefix="ptx-placement-") as tmp:
+    with scratch_folder("ptx-placement-") as tmp:
         options = ort.SessionOptions()
         options.log_severity_level = ORT_QUIET
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
