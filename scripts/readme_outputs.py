@@ -152,16 +152,24 @@ def shown(text: str) -> str:
     return re.sub(re.escape(home) + r"(?=/|\b)", "~", text) if home else text
 
 
-def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
-    """The block's commands run in ``workspace``, as the block shows them."""
+def run_block(block: Block, workspace: Path, bin_dir: str, run_ptx=None) -> list[str]:
+    """The block's commands run in ``workspace``, as the block shows them. ``run_ptx``: where given, a plain `ptx
+    ARGS` command (at most its stderr sent to /dev/null) runs through it instead of a shell: ``run_ptx(args,
+    cwd=, env=, merged=)`` -> CompletedProcess, as tests/ptx_command.py's ptx runs one in the test's own process,
+    without a new interpreter's start and torch's import for each."""
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": COLUMNS,
            "TERM": "dumb", "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
     lines = []
     for command in block.commands:
         hidden = command.startswith("@")
         command = command.lstrip("@").strip()
-        result = subprocess.run(["bash", "-c", command], cwd=workspace, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, timeout=COMMAND_TIMEOUT_S)
+        plain = plain_ptx(command) if run_ptx is not None else None
+        if plain is not None:
+            args, quiet = plain
+            result = run_ptx(args, cwd=workspace, env=env, merged=not quiet)
+        else:
+            result = subprocess.run(["bash", "-c", command], cwd=workspace, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, timeout=COMMAND_TIMEOUT_S)
         if hidden:
             if result.returncode:
                 raise SystemExit(f"setup command failed ({result.returncode}): {command}\n{result.stdout}")
@@ -170,6 +178,36 @@ def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
             lines.append(f"$ {command}")
         lines += shown(result.stdout).rstrip("\n").split("\n") if result.stdout.strip() else []
     return elide(lines, block.elide) if block.elide else lines
+
+
+EXPANDED = set("$`\\")  # what bash expands even inside double quotes
+GLOBS = set("*?[~{")  # what it expands outside quotes
+OPERATORS = set("();<>|&")
+
+
+def plain_ptx(command: str) -> tuple[list[str], bool] | None:
+    """(the arguments, whether stderr is dropped) of a command that is `ptx ARGS` alone (quoted arguments as bash
+    reads them), with at most a trailing `2>/dev/null`; None for anything only a shell can run as written (pipes,
+    redirections, background, variables, globs)."""
+    quiet = command.endswith(" 2>/dev/null")
+    body = command.removesuffix(" 2>/dev/null")
+    quote = None
+    for char in body:
+        if char in EXPANDED or (quote is None and char in GLOBS):
+            return None
+        if char in "'\"":
+            quote = None if quote == char else quote or char
+    try:
+        lexer = shlex.shlex(body, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+    except ValueError:  # an unclosed quote
+        return None
+    if not words or words[0] != "ptx" or any(word and set(word) <= OPERATORS for word in words):
+        return None
+    if {"--help", "-h"} & set(words):  # click wraps help to the width its own process sees at its start
+        return None
+    return words[1:], quiet
 
 
 def elide(lines: list[str], pattern: re.Pattern) -> list[str]:
@@ -194,12 +232,12 @@ def comparable(lines: list[str], check: str) -> list[str]:
     return [DECIMAL.sub("#", line) for line in lines] if check == "numbers" else lines
 
 
-def check_blocks(readme: Path, workspace: Path, python: str = sys.executable) -> list[str]:
-    """The differences between README's check= blocks and what their commands print now."""
+def check_blocks(readme: Path, workspace: Path, python: str = sys.executable, run_ptx=None) -> list[str]:
+    """The differences between README's check= blocks and what their commands print now (``run_ptx``: run_block's)."""
     problems = []
     checked = [b for b in parse(readme.read_text()) if b.check is not None]
     with ptx_on_path(python) as bin_dir:
-        outputs = [run_block(block, workspace, bin_dir) for block in checked]
+        outputs = [run_block(block, workspace, bin_dir, run_ptx) for block in checked]
     for block, now in zip(checked, outputs):
         want, got = comparable(block.body, block.check), comparable(now, block.check)
         if want != got:

@@ -28,14 +28,15 @@ TIMEOUT = 600  # seconds: past it a hung command ends the worker (faulthandler) 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ptx(*args, cwd=None, env=None, input=None, timeout=TIMEOUT) -> subprocess.CompletedProcess:
-    """Run `ptx ARGS` in this process; ``env`` replaces the environment (as subprocess's does)."""
+def ptx(*args, cwd=None, env=None, input=None, timeout=TIMEOUT, merged=False) -> subprocess.CompletedProcess:
+    """Run `ptx ARGS` in this process; ``env`` replaces the environment (as subprocess's does). ``merged``: stdout
+    is what a terminal shows, stdout and stderr interleaved as they were written (stderr then empty)."""
     from ptx.cli import main
 
     argv = [str(arg) for arg in args]
     saved = (os.getcwd(), dict(os.environ), sys.argv, list(sys.path), set(sys.modules))
     code = 0
-    with CliRunner().isolation(input=input) as (stdout, stderr, _), warnings.catch_warnings():
+    with CliRunner().isolation(input=input) as (stdout, stderr, both), warnings.catch_warnings():
         _fresh_warning_filters()
         try:
             if env is not None:
@@ -56,7 +57,7 @@ def ptx(*args, cwd=None, env=None, input=None, timeout=TIMEOUT) -> subprocess.Co
             sys.stdout.flush()
             sys.stderr.flush()
             _restore(*saved)
-        out, err = stdout.getvalue(), stderr.getvalue()
+        out, err = (both.getvalue(), b"") if merged else (stdout.getvalue(), stderr.getvalue())
     return subprocess.CompletedProcess(["ptx", *argv], code, out.decode(errors="replace"),
                                        err.decode(errors="replace"))
 

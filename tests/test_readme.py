@@ -34,7 +34,16 @@ def workspace(runs, root: Path) -> Path:
 def problems_of(pages: list[Path], runs, root: Path) -> list[str]:
     """What each checked block of ``pages`` prints now that it does not show, run in a fresh workspace."""
     where = workspace(runs, root)
-    return [p for page in pages for p in readme_outputs.check_blocks(page, where, python=sys.executable)]
+    return [p for page in pages for p in readme_outputs.check_blocks(page, where, python=sys.executable,
+                                                                     run_ptx=_in_process)]
+
+
+def _in_process(args, cwd, env, merged):
+    """A page's plain `ptx ARGS` command run in this process (tests/ptx_command.py), not a new interpreter that
+    imports torch again: some 2 s a command, over the pages' fifty."""
+    from ptx_command import ptx
+
+    return ptx(*args, cwd=cwd, env=env, merged=merged)
 
 
 def test_readme_checked_output_blocks_match_what_ptx_prints(runs, tmp_path):
@@ -59,3 +68,17 @@ def test_elide_keeps_the_first_and_last_of_each_run():
 
 def test_numbers_check_masks_probabilities_not_labels():
     assert readme_outputs.comparable(["runs/digit.png\t9\t0.9989"], "numbers") == ["runs/digit.png\t9\t#"]
+
+
+def test_a_ptx_command_run_in_process_prints_what_its_own_process_prints_and_a_change_is_caught(tmp_path):
+    """The pages' plain `ptx ARGS` commands run in the test's process (_in_process): a block written by the
+    refresh, which runs each command in a shell of its own, is what the in-process run prints; a block that
+    says something else is caught."""
+    page = tmp_path / "page.md"
+    page.write_text("<!-- output: ptx models # check=exact -->\n```\nnot what it prints\n```\n")
+    assert readme_outputs.check_blocks(page, tmp_path, run_ptx=_in_process)
+    assert readme_outputs.refresh(page, tmp_path) == 1  # each command in bash, as a reader runs it
+    assert "not what it prints" not in page.read_text()
+    assert readme_outputs.check_blocks(page, tmp_path, run_ptx=_in_process) == []
+    assert readme_outputs.plain_ptx("ptx models") == (["models"], False)
+    assert readme_outputs.plain_ptx("ptx serve m > log &") is None and readme_outputs.plain_ptx("ptx --help") is None
