@@ -3,10 +3,11 @@
     python scripts/lm_families.py [--families llama,phi,...] [--out lm-families]
 
 For each family: `ptx export --module scripts/lm_families.py:NAME --format onnx,onnx-int8w,onnx-int4`, with
-and without --ort-attention, then `ptx verify model.onnx --backends ort-cpu,openvino` on the plain file. Prints
-one row per family: export's verdicts recorded in the int8 and int4 files (ONNX Runtime's and OpenVINO's rows),
-the rotations written as one op, the layers whose attention OpenVINO's operator runs, verify's exit status and
-whether --ort-attention exported (or its one-line refusal). docs/quantized-lms.md records a run; five of these
+and without --ort-attention, and `--format onnx --static-cache`, then `ptx verify model.onnx --backends
+ort-cpu,openvino` on the plain file. Prints one row per family: export's verdicts recorded in the int8 and int4
+files (ONNX Runtime's and OpenVINO's rows), the rotations written as one op, the layers whose attention OpenVINO's
+operator runs, verify's exit status and whether --ort-attention and --static-cache exported (or the one-line
+refusal). docs/quantized-lms.md records a run; five of these
 families are kept in the suite by tests/test_lm_families.py.
 """
 from __future__ import annotations
@@ -89,10 +90,12 @@ def _fused(path: Path) -> str:
 
 def family_row(name: str, out: Path) -> list[str]:
     here = Path(__file__).resolve()
-    plain, in_place = out / name, out / f"{name}-in-place"
+    plain, in_place, static = out / name, out / f"{name}-in-place", out / f"{name}-static-cache"
     cells = [name]
-    for folder, extra in ((plain, []), (in_place, ["--ort-attention"])):
-        done = subprocess.run(["ptx", "export", "--module", f"{here}:{name}", "--format", "onnx,onnx-int8w,onnx-int4",
+    every = "onnx,onnx-int8w,onnx-int4"
+    for folder, formats, extra in ((plain, every, []), (in_place, every, ["--ort-attention"]),
+                                   (static, "onnx", ["--static-cache"])):
+        done = subprocess.run(["ptx", "export", "--module", f"{here}:{name}", "--format", formats,
                                "--out", str(folder), "--force", *extra], capture_output=True, text=True)
         if folder is plain:
             if done.returncode:
@@ -116,8 +119,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown families {', '.join(unknown)}: choose from {', '.join(FAMILIES)}")
     print("| family | int8 verdicts | int4 verdicts | rotations as one op | OpenVINO's attention operator (layers) "
-          "| ptx verify | --ort-attention |")
-    print("| --- | --- | --- | ---: | ---: | --- | --- |")
+          "| ptx verify | --ort-attention | --static-cache |")
+    print("| --- | --- | --- | ---: | ---: | --- | --- | --- |")
     for name in names:
         print("| " + " | ".join(family_row(name, args.out)) + " |", flush=True)
 
