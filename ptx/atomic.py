@@ -282,6 +282,7 @@ def signals_deferred() -> Iterator[None]:
         return
     caught: list[int] = []
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: handler for s, handler in saved.items() if handler is not None}  # None: not Python's to restore
     for s in saved:
         signal.signal(s, lambda signum, frame: caught.append(signum))
     try:

@@ -19,11 +19,11 @@ The decoding loop (infer/model/generation.py) asks for these and never knows the
 - ``PlacedCache`` (ort_cache.py): a GroupQueryAttention decoder's (exported with --ort-attention) buffer, past
   and present bound to one array that the operator writes each step's keys and values into, in place;
 - ``StateCache`` (openvino_state.py): OpenVINO's stateful model, the cache in its infer request's variables;
-- ``SlotCache``: a fixed-length cache's buffer (exported with --static-cache), the mask widened to it and the slots
-  of each run's new positions fed (cache_position); bound as both past and present where the runner writes an
-  output in place (ONNX Runtime), else each present taken as the buffer (any runner);
-- ``GraphSlotCache`` (ort_graph.py): the same buffer on the runner's device, each one-position step replayed as one
-  CUDA graph (ort-cuda-graph).
+- ``SlotCache`` (buffer_cache.py): a fixed-length cache's buffer (exported with --static-cache), the mask widened
+  to it and the slots of each run's new positions fed (cache_position); bound as both past and present where the
+  runner writes an output in place (ONNX Runtime on the CPU), else each present taken as the buffer (any runner);
+  ``DeviceSlotCache`` (ort_cache.py) keeps it as OrtValues on the GPU (ort-cuda), and ``GraphSlotCache``
+  (ort_graph_cache.py) there too, each one-position step replayed as one CUDA graph (ort-cuda-graph).
 ArrayCache, HeldCache and StateCache feed each present back as the next past (``FedBackCache``, their shared
 bookkeeping); PlacedCache and the slot forms keep a buffer longer than the past (``BufferCache``).
 
