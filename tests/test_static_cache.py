@@ -23,7 +23,7 @@ from ptx.infer import load  # noqa: E402
 from ptx.infer.model.generation import Decoding  # noqa: E402
 from ptx.infer.runtime import backends  # noqa: E402
 from ptx.infer.runtime.ort_graph import OrtGraphRunner  # noqa: E402
-from ptx.infer.runtime.ort_graph_cache import _overrides  # noqa: E402
+from ptx.infer.runtime.ort_graph_cache import step_sizes  # noqa: E402
 from test_generate import PROMPTS, eager_generate  # noqa: E402
 from test_graph_paths import on_runner  # noqa: E402
 from tiny_decoders import BUILDERS  # noqa: E402
@@ -88,7 +88,7 @@ def test_at_the_step_s_fixed_sizes_no_shape_arithmetic_is_left(static, tmp_path)
     local = tmp_path / "model.onnx"
     local.write_bytes(path.read_bytes())
     with load(path) as model:
-        fixed = _overrides(model.signature, model.generation, 1, 256)
+        fixed = step_sizes(model.signature, model.generation, 1, 256)
     assert fixed == {"batch": 1, "seq": 1, "capacity": 256, "kept": 1}
     assert _sizes_at_run(local, fixed) == []
     loose = _sizes_at_run(local, {k: v for k, v in fixed.items() if k != "capacity"})
@@ -180,3 +180,17 @@ def test_rows_that_come_and_go_replay_one_step_session_with_padding_rows(static,
     for row, prompt in enumerate(PROMPTS):
         got = first.tokens[row]
         assert 0 < len(got) < 12 and got == eager_generate(name, tuple(prompt), 12)[:len(got)]
+
+
+def test_where_no_gpu_is_the_step_is_placed_on_cuda_whole_as_its_session_opens_it(static, tiny_decoders):
+    """ort-cuda-graph's line where it cannot run (verify, inspect): the fixed-length file's decoding step, every
+    size fixed as its session fixes them, has every node on CUDA by ptx's static placement of ONNX Runtime's CUDA
+    provider (a node left on the CPU would refuse the capture); the plain file, its sizes free, keeps its shape
+    arithmetic on the CPU."""
+    from ptx.infer.runtime.cuda_placement import graph_static_summary
+
+    said = graph_static_summary(static[1])
+    assert said.startswith("a decoding step at fixed sizes (batch 1, seq 1, capacity 256, kept 1): all "), said
+    assert " nodes on CUDA" in said and "would run on the CPU" not in said
+    plain = graph_static_summary(tiny_decoders[static[0]][0])
+    assert plain.startswith("static placement: ") and "would run on the CPU" in plain, plain

@@ -316,12 +316,16 @@ def _body_nodes(nodes):
             yield from _body_nodes(body.node)
 
 
-def basic_optimised(path: str | Path):
+def basic_optimised(path: str | Path, sizes: tuple[tuple[str, int], ...] = ()):
     """The graph ORT's CUDA provider is offered: ``path`` after ORT's basic-level optimisations
-    (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath)."""
+    (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath); with ``sizes``
+    (dimension name, size), those dynamic sizes fixed first (free-dimension overrides), as a session that fixes
+    them sees the graph."""
     ort = import_ort()
     with scratch_folder("ptx-placement-") as tmp:
         options = ort.SessionOptions()
+        for name, size in sizes:
+            options.add_free_dimension_override_by_name(name, size)
         options.log_severity_level = ORT_QUIET
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.add_session_config_entry("session.disable_prepacking", "1")  # a second copy of the weights, unused
@@ -336,19 +340,19 @@ def basic_optimised(path: str | Path):
         return load_structure(options.optimized_model_filepath)
 
 
-def cuda_placement(path: str | Path) -> CudaPlacement:
-    """Where ORT 1.31's CUDA provider would place each node of the ONNX file at ``path``: worked out
-    once per file as it is now (ort-cuda's and ort-cuda-graph's rows both say it)."""
+def cuda_placement(path: str | Path, sizes: tuple[tuple[str, int], ...] = ()) -> CudaPlacement:
+    """Where ORT 1.31's CUDA provider would place each node of the ONNX file at ``path`` (with ``sizes`` fixed:
+    basic_optimised's): worked out once per file as it is now (ort-cuda's and ort-cuda-graph's rows both say it)."""
     path = Path(path).resolve()
     stat = path.stat()
-    return _placement(path, stat.st_size, stat.st_mtime_ns)
+    return _placement(path, stat.st_size, stat.st_mtime_ns, tuple(sizes))
 
 
 @functools.lru_cache(maxsize=4)
-def _placement(path: Path, size: int, modified: int) -> CudaPlacement:
+def _placement(path: Path, size: int, modified: int, sizes: tuple[tuple[str, int], ...] = ()) -> CudaPlacement:
     require_room(f"the static check of {path.name}'s CUDA placement (ONNX Runtime's basic optimisations, "
                  f"{size_text(weights_bytes(path))} of weights)", optimising_need(weights_bytes(path)))
-    placement = placement_of_graph(basic_optimised(path))
+    placement = placement_of_graph(basic_optimised(path, sizes))
     graph = read_graph(path).graph
     placement.in_file = len(graph.node) + count_nodes(graph, Counter())
     return placement
@@ -366,12 +370,33 @@ CONTROL_FLOW = ("If", "Loop", "Scan")
 
 def graph_static_summary(path: str | Path) -> str:
     """ort-cuda-graph's line in ``ptx verify`` where it cannot run: placement, and whether the
-    graph holds a node a CUDA graph cannot capture."""
+    graph holds a node a CUDA graph cannot capture. A decoder with a fixed-length cache (--static-cache) is placed
+    as its decoding step's session opens it, every size fixed (ort_graph_cache.py): a node left on the CPU there is
+    one the capture refuses."""
     model = read_graph(path)
     found = sorted({node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW})  # nested ones sit in these
     capture = (f"not capturable as a CUDA graph ({', '.join(found)} nodes)" if found
                else f"capturable as a CUDA graph (no {', '.join(CONTROL_FLOW)} nodes)")
+    sizes = _step_sizes(model, Path(path))
+    if sizes:
+        shown = ", ".join(f"{name} {size}" for name, size in sizes)
+        return f"a decoding step at fixed sizes ({shown}): {cuda_placement(path, sizes).describe()}; {capture}"
     return f"{static_summary(path)}; {capture}"
+
+
+def _step_sizes(model, path: Path) -> tuple[tuple[str, int], ...]:
+    """The sizes ort-cuda-graph's step session fixes for a fixed-length cache's decoder (one row), or () for any
+    other file."""
+    from ptx.contract.generation import GENERATION_KEY, of_metadata
+
+    from ..formats.onnx_graph import graph_signature
+    from .ort_graph_cache import ROUNDED, step_sizes
+
+    metadata = {p.key.removeprefix("ptx."): p.value for p in model.metadata_props}
+    generation = of_metadata(metadata, f"{path.name}: ptx.{GENERATION_KEY}") if GENERATION_KEY in metadata else None
+    if generation is None or not generation.cache_position:
+        return ()
+    return tuple(step_sizes(graph_signature(model, path), generation, 1, ROUNDED).items())
 
 
 def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:

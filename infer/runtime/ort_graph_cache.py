@@ -48,7 +48,7 @@ class StepSession:
         signature: Signature = runner.signature
         self.rows, self.capacity = rows, capacity
         self._runner = runner
-        self.session = _fixed_session(runner, ort, _overrides(signature, generation, rows, capacity))
+        self.session = _fixed_session(runner, ort, step_sizes(signature, generation, rows, capacity))
         self.device = ("cuda" if runner.on_cuda else "cpu", runner.device_id)
         self.binding = self.session.io_binding()
         self.inputs: dict[str, object] = {}
@@ -100,7 +100,7 @@ def _rows(a: np.ndarray, axis: int, rows: int, fill) -> np.ndarray:
     return np.pad(a, widths, constant_values=fill)
 
 
-def _overrides(signature: Signature, generation: Generation, rows: int, capacity: int) -> dict[str, int]:
+def step_sizes(signature: Signature, generation: Generation, rows: int, capacity: int) -> dict[str, int]:
     """Each dynamic size of the file named as the step fixes it: the batch (rows), the new positions (1), the
     buffer's slots (capacity) and the kept logits (1)."""
     ids = signature.input(generation.input_ids).shape
