@@ -23,7 +23,7 @@ from ptx.infer import load  # noqa: E402
 from ptx.infer.model.generation import Decoding  # noqa: E402
 from ptx.infer.runtime import backends  # noqa: E402
 from ptx.infer.runtime.ort_graph import OrtGraphRunner  # noqa: E402
-from ptx.infer.runtime.ort_graph_cache import step_sizes  # noqa: E402
+from ptx.infer.runtime.graph_shapes import step_sizes  # noqa: E402
 from test_generate import PROMPTS, eager_generate  # noqa: E402
 from test_graph_paths import on_runner  # noqa: E402
 from tiny_decoders import BUILDERS  # noqa: E402

@@ -390,7 +390,7 @@ def _step_sizes(model, path: Path) -> tuple[tuple[str, int], ...]:
     from ptx.contract.generation import GENERATION_KEY, of_metadata
 
     from ..formats.onnx_graph import graph_signature
-    from .ort_graph_cache import ROUNDED, step_sizes
+    from .graph_shapes import ROUNDED, step_sizes
 
     metadata = {p.key.removeprefix("ptx."): p.value for p in model.metadata_props}
     generation = of_metadata(metadata, f"{path.name}: ptx.{GENERATION_KEY}") if GENERATION_KEY in metadata else None

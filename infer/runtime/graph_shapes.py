@@ -6,7 +6,8 @@ power of two (at most 9 graphs up to 256); the padding rows are zeros and their 
 dropped, which changes no answer because every ptx model answers each sample on its own (ptx
 verify checks the backend on batch sizes that are not powers of two). Above GRAPH_MAX_BATCH a run
 is bound by arithmetic rather than kernel launches, so it runs uncaptured, as it does once
-MAX_GRAPHS shapes (text of many lengths) have been captured.
+MAX_GRAPHS shapes (text of many lengths) have been captured. A language model's decoding step with a fixed-length
+cache (--static-cache) is captured at the sizes ``step_sizes`` names (ort_graph_cache.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
+from ptx.contract.generation import Generation
+from ptx.contract.tensors import Signature
+
 GRAPH_MAX_BATCH = 256
+# a fixed-length cache's buffer is rounded up to this many slots in ort-cuda-graph's step sessions
+# (ort_graph_cache.py), so that decodings of similar lengths replay one session
+ROUNDED = 256
 MAX_GRAPHS = 16
 
 Slot = TypeVar("Slot")
@@ -78,3 +85,15 @@ class GraphSlots(Generic[Slot]):
             if slot is None and len(self.slots) < self.limit:
                 slot = self.slots[shape] = self.make(shape, len(self.slots) + 1)
             return slot
+
+
+def step_sizes(signature: Signature, generation: Generation, rows: int, capacity: int) -> dict[str, int]:
+    """Each dynamic size of the file named as the step fixes it: the batch (rows), the new positions (1), the
+    buffer's slots (capacity) and the kept logits (1)."""
+    ids = signature.input(generation.input_ids).shape
+    sizes = {ids[0]: rows, ids[1]: 1}
+    if generation.attention_mask:
+        sizes[signature.input(generation.attention_mask).shape[1]] = capacity
+    if generation.logits_to_keep:
+        sizes[signature.input(generation.logits_to_keep).shape[0]] = 1
+    return {name: size for name, size in sizes.items() if isinstance(name, str)}

@@ -27,12 +27,12 @@ from ptx.contract.generation import Generation
 from ptx.contract.tensors import Signature
 from ptx.errors import BackendUnavailableError, first_line
 
+from .graph_shapes import ROUNDED, step_sizes
 from .host_memory import lease_or_new
 from .ort_cache import DeviceSlotCache
 from .ort_session import CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET, cuda_provider, import_ort, \
     session_options
 
-ROUNDED = 256  # a buffer's length is rounded up to this, so that decodings of similar lengths replay one session
 
 
 class StepSession:
@@ -98,18 +98,6 @@ def _rows(a: np.ndarray, axis: int, rows: int, fill) -> np.ndarray:
     widths = [(0, 0)] * a.ndim
     widths[axis] = (0, rows - a.shape[axis])
     return np.pad(a, widths, constant_values=fill)
-
-
-def step_sizes(signature: Signature, generation: Generation, rows: int, capacity: int) -> dict[str, int]:
-    """Each dynamic size of the file named as the step fixes it: the batch (rows), the new positions (1), the
-    buffer's slots (capacity) and the kept logits (1)."""
-    ids = signature.input(generation.input_ids).shape
-    sizes = {ids[0]: rows, ids[1]: 1}
-    if generation.attention_mask:
-        sizes[signature.input(generation.attention_mask).shape[1]] = capacity
-    if generation.logits_to_keep:
-        sizes[signature.input(generation.logits_to_keep).shape[0]] = 1
-    return {name: size for name, size in sizes.items() if isinstance(name, str)}
 
 
 def _fixed_shape(t, generation: Generation, rows: int, capacity: int) -> tuple[int, ...]:
