@@ -9,7 +9,7 @@ as onnxruntime-genai captures its decoding step over a past/present buffer share
 past grows by a position at every step and its present is a new Concat; the GroupQueryAttention file
 (--ort-attention) keeps one buffer but ONNX Runtime's CUDA kernel of that operator takes float16 and bfloat16 only.
 This file is plain ONNX operators in the model's own dtype: every runtime runs it, and with its sizes fixed
-(ONNX Runtime's free-dimension overrides) no shape arithmetic is left for the CPU (infer/runtime/ort_graph.py).
+(ONNX Runtime's free-dimension overrides) no shape arithmetic is left for the CPU (infer/runtime/ort_graph_cache.py).
 
 The eager decoder computes the same way (the model's own attention over the buffer, its own mask code), and export's
 judge holds the file to transformers' own generate() as for the plain file.

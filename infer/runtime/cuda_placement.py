@@ -388,12 +388,13 @@ def _step_sizes(model, path: Path) -> tuple[tuple[str, int], ...]:
     """The sizes ort-cuda-graph's step session fixes for a fixed-length cache's decoder (one row), or () for any
     other file."""
     from ptx.contract.generation import GENERATION_KEY, of_metadata
+    from ptx.contract.metadata import from_props
 
     from ..formats.onnx_graph import graph_signature
     from .graph_shapes import ROUNDED, step_sizes
 
-    metadata = {p.key.removeprefix("ptx."): p.value for p in model.metadata_props}
-    generation = of_metadata(metadata, f"{path.name}: ptx.{GENERATION_KEY}") if GENERATION_KEY in metadata else None
+    metadata = from_props({p.key: p.value for p in model.metadata_props})
+    generation = of_metadata(metadata, f"{path.name}: ptx.{GENERATION_KEY}")
     if generation is None or not generation.cache_position:
         return ()
     return tuple(step_sizes(graph_signature(model, path), generation, 1, ROUNDED).items())

@@ -95,18 +95,23 @@ class DeviceSlotCache(SlotCache):
 
     def _on_host(self, arrays: Mapping[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
         """``arrays`` in the first positions of host buffers of ``capacity`` positions, zeros after."""
-        return SlotCache._allocated(self, arrays, capacity)
+        return BufferCache._allocated(self, arrays, capacity)
 
     def _allocated(self, arrays: Mapping[str, np.ndarray], capacity: int) -> dict[str, object]:
         ort = import_ort()
-        device = ("cuda" if self._runner.on_cuda else "cpu", self._runner.device_id)
-        return {name: ort.OrtValue.ortvalue_from_numpy(a, *device)
+        return {name: ort.OrtValue.ortvalue_from_numpy(a, *self._runner.ort_device)
                 for name, a in self._on_host(arrays, capacity).items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The filled positions of this cache's rows, copied to the host (a buffer may hold more rows: a graph step
+        session's padding rows, ort_graph_cache.py)."""
         if self._buffers is None:
             return dict(self._empty)
-        return {name: np.ascontiguousarray(b.numpy()[self._first(self.length)]) for name, b in self._buffers.items()}
+        out = {}
+        for name, b in self._buffers.items():
+            rows = (slice(None),) * self._batch_axes[name] + (slice(0, self.rows),)
+            out[name] = np.ascontiguousarray(b.numpy()[self._first(self.length)][rows])
+        return out
 
     def advance(self, outputs: Mapping[str, object]) -> None:
         """The presents were written into the buffers bound as them: nothing to take."""

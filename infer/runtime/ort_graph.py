@@ -56,7 +56,7 @@ class OrtGraphRunner(OrtRunner):
         from ptx.contract.generation import GENERATION_KEY, of_metadata
 
         metadata = getattr(opening, "metadata", None) or {}
-        generation = of_metadata(metadata, "ptx." + GENERATION_KEY) if GENERATION_KEY in metadata else None
+        generation = of_metadata(metadata, "ptx." + GENERATION_KEY)
         if generation is not None and generation.cache_position:
             # a fixed-length cache's decoder: its steps replay from sessions of fixed sizes (ort_graph_cache.py);
             # its own session, which runs the prompts (their lengths vary), is ort-cuda's, uncaptured
@@ -65,7 +65,6 @@ class OrtGraphRunner(OrtRunner):
         self._steps: dict[tuple[int, int], StepSession] = {}  # the step sessions no cache holds, by (rows, capacity)
         self.backend = "ort-cuda-graph" if self.on_cuda else "ort-cpu (graph buffers, no capture)"
         self._ort = import_ort()
-        self._device_type = "cuda" if self.on_cuda else "cpu"
         self._slots: GraphSlots[_Slot] = GraphSlots(self._make_slot)
         self._uncaptured = self._ort.RunOptions()
         self._uncaptured.add_run_config_entry(GRAPH_ID, UNCAPTURED)
@@ -88,7 +87,7 @@ class OrtGraphRunner(OrtRunner):
                                              (binding.bind_ortvalue_output, self.signature.outputs, outputs, outs)):
             for t in tensors:
                 values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(sizes[t.name], np.dtype(t.dtype),
-                                                                           self._device_type, self.device_id)
+                                                                           *self.ort_device)
                 bind(t.name, values[t.name])
         options = ort.RunOptions()
         options.add_run_config_entry(GRAPH_ID, str(number))

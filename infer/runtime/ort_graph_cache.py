@@ -49,7 +49,7 @@ class StepSession:
         self.rows, self.capacity = rows, capacity
         self._runner = runner
         self.session = _fixed_session(runner, ort, step_sizes(signature, generation, rows, capacity))
-        self.device = ("cuda" if runner.on_cuda else "cpu", runner.device_id)
+        self.device = runner.ort_device
         self.binding = self.session.io_binding()
         self.inputs: dict[str, object] = {}
         self.buffers: dict[str, object] = {}
@@ -177,12 +177,6 @@ class GraphSlotCache(DeviceSlotCache):
             self._buffers = self._filled(held, self.capacity)
         return super()._run(feeds, width)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        if self._buffers is None:
-            return dict(self._empty)
-        return {name: np.ascontiguousarray(np.take(b.numpy()[self._first(self.length)], np.arange(self.rows),
-                                                   axis=self._batch_axes[name])) for name, b in self._buffers.items()}
-
     def slot_feeds(self, feeds: Mapping[str, np.ndarray], width: int) -> dict[str, object]:
         """The file's feeds (SlotCache's) with the step session's padding rows after this cache's: the pad id, its
         mask over the first slot alone (an all-zero mask row would give the attention nothing to weigh), position
@@ -211,10 +205,6 @@ class GraphSlotCache(DeviceSlotCache):
         self._let_go()
         super()._adopt(other)
         self._step, other._step = other._step, None
-
-    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._buffers = None  # the step session's buffers are filled anew (its rows may change)
-        super().load(arrays)
 
     def release(self) -> None:
         super().release()

@@ -48,6 +48,7 @@ class OrtRunner(Runner):
         opening = opening or Opening("onnx")
         self.on_cuda = device.startswith("cuda")
         self.device_id = cuda_device_id(device) if self.on_cuda else 0
+        self.ort_device = ("cuda" if self.on_cuda else "cpu", self.device_id)  # an OrtValue's device, as ORT names it
         if precision == "tf32" and not self.on_cuda:
             raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
         # arena=False: a runner asked one question (--locate's pieces) returns its memory at once
