@@ -5,22 +5,23 @@ run, ratios within it.
 
     python3 scripts/bench_batching.py [--models smollm2,qwen2_05b] [--clients 8]
         [--new-tokens 128] [--prompt-length 32] [--stagger-ms 0,250] [--work DIR]
-        [--backend ort-cpu|openvino] [--ort-attention]
+        [--backend ort-cpu|openvino] [--ort-attention] [--sleeping-too]
 
 For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): its
 transformers folder with a tokenizer made here with the tokenizers library (a word per id, so that every id
 of the published vocabulary is text and each token streams as one piece), `ptx export DIR --format onnx`
 (reused from --work when there; with --ort-attention, a file of its own whose cache is kept in place), then
 `ptx serve FILE --backend BACKEND` (ort-cpu by default; openvino keeps the cache in its state) on a free loopback
-port, stopped by
-its own process id. First each client's request alone, one after another: its time to first token (the
-server's prefill plus the loop's overheads) and its time per token after it (a step); then, for each
---stagger-ms, all the clients at once (0) or each that long after the one before: aggregate tokens/s, each
-client's time to first token, and whether each client's text equals its own alone (greedy). Before the server
-starts, the same prompts are decoded by the library as `ptx generate` decodes them (``load(FILE,
-backend=BACKEND).decode``, the prompt's run included), so that one client's tokens/s through the server is said
-against the library's on the same file and backend. Prints a table and writes WORK/results.json (another backend's
-run results-BACKEND.json, an --ort-attention file's ...-in-place.json); docs/benchmarks/generation.md records a run.
+port, stopped by its own process id. First each client's request alone, one after another: its time to first token
+(the server's prefill plus the loop's overheads) and its time per token after it (a step); then, for each
+--stagger-ms, all the clients at once (0) or each that long after the one before: aggregate tokens/s, each client's
+time to first token, and whether each client's text equals its own alone (greedy). The same prompts (at least 5)
+are decoded by the library as `ptx generate` decodes them (``load(FILE, backend=BACKEND).decode``, the prompt's run
+included), in turn with the server's answer to each alone, so that one client's tokens/s through the server is said
+against the library's on the same file and backend, the machine's drift landing on both alike (--sleeping-too: a
+second server whose ONNX Runtime threads sleep between runs, PTX_ORT_SPINNING=0, in the same turns). Prints a table
+and writes WORK/results.json (another backend's run results-BACKEND.json, an --ort-attention file's
+...-in-place.json); docs/benchmarks/generation.md records a run.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ import serving  # noqa: E402
 from generate_lms import MODELS  # noqa: E402
 
 REQUEST_TIMEOUT_S = 600
+# between one process's turn and the next's: ONNX Runtime's threads spin on for a while after a run, and the
+# next turn's process would share the two cores with them
+PAUSE_S = 0.2
 
 
 def word_tokenizer(vocab: int):
@@ -127,41 +131,53 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def library_rate(file: Path, prompts: list[str], new_tokens: int, backend: str) -> float:
-    """The median over ``prompts`` of the library's tokens/s decoding each alone as `ptx generate` does (greedy,
-    the prompt's run included, the tokens the server would give: up to its end id), after one warm-up."""
-    from ptx.infer import load
-    from ptx.infer.model.text_generation import end_ids
-
-    with load(file, backend=backend) as model:
-        ends = end_ids(model, model.text)  # as a served answer ends
-        model.decode([model.text.encode(prompts[0])], 4, eos=ends)
-        rates = []
-        for prompt in prompts:
-            start = time.perf_counter()
-            decoded = model.decode([model.text.encode(prompt)], new_tokens, eos=ends)
-            rates.append(len(decoded.tokens[0]) / (time.perf_counter() - start))
-    return statistics.median(rates)
+def library_decode(model, ends, prompt: str, new_tokens: int) -> float:
+    """The library's tokens/s decoding ``prompt`` alone as `ptx generate` does (greedy, the prompt's run
+    included, the tokens the server would give: up to its end id)."""
+    start = time.perf_counter()
+    decoded = model.decode([model.text.encode(prompt)], new_tokens, eos=ends)
+    return len(decoded.tokens[0]) / (time.perf_counter() - start)
 
 
 def measure(name: str, args) -> dict:
     import openai
 
+    from ptx.infer import load
+    from ptx.infer.model.text_generation import end_ids
+
     file = exported(name, args.work, args.ort_attention)
     vocab = json.loads((args.work / f"{name}-folder" / "config.json").read_text())["vocab_size"]
-    library = library_rate(file, [prompt_text(args.prompt_length, vocab, seed) for seed in range(args.clients)],
-                           args.new_tokens, args.backend)
-    server = serving.start(args.work, str(file), args=("--name", "lm", "--backend", args.backend,
-                                                       "--max-batch-size", str(args.clients)))
+    # at least 5 prompts alone, so that each median has 5 rounds; the first --clients of them are sent together
+    prompts = [prompt_text(args.prompt_length, vocab, seed) for seed in range(max(args.clients, 5))]
+    serve_args = ("--name", "lm", "--backend", args.backend, "--max-batch-size", str(args.clients))
+    servers = {"served": serving.start(args.work, str(file), args=serve_args)}
+    if args.sleeping_too:  # ONNX Runtime's threads sleeping between runs, as ptx serve ran every model before
+        servers["sleeping"] = serving.start(args.work, str(file), args=serve_args, env={"PTX_ORT_SPINNING": "0"})
     try:
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S,
-                               max_retries=0)
-        prompts = [prompt_text(args.prompt_length, vocab, seed) for seed in range(args.clients)]
-        ask(client, prompts[0], 4)  # warm-up: the first run's allocations
-        alone = [ask(client, p, args.new_tokens) for p in prompts]
-        runs = {stagger: concurrently(client, prompts, args.new_tokens, stagger / 1000) for stagger in args.stagger_ms}
+        clients = {k: openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S,
+                                    max_retries=0) for k, server in servers.items()}
+        with load(file, backend=args.backend) as model:
+            ends = end_ids(model, model.text)  # as a served answer ends
+            model.decode([model.text.encode(prompts[0])], 4, eos=ends)  # warm-up: the first run's allocations
+            for client in clients.values():
+                ask(client, prompts[0], 4)
+            # the library and each server in turn, prompt by prompt: the machine's drift lands on all alike
+            library, alone, sleeping = [], [], []
+            for prompt in prompts:
+                library.append(library_decode(model, ends, prompt, args.new_tokens))
+                time.sleep(PAUSE_S)
+                alone.append(ask(clients["served"], prompt, args.new_tokens))
+                time.sleep(PAUSE_S)
+                if args.sleeping_too:
+                    sleeping.append(ask(clients["sleeping"], prompt, args.new_tokens))
+                    time.sleep(PAUSE_S)
+        sent = prompts[:args.clients]
+        runs = {stagger: concurrently(clients["served"], sent, args.new_tokens, stagger / 1000)
+                for stagger in args.stagger_ms}
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    library = statistics.median(library)
     alone_rate = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in alone)
     prefill = statistics.median(r["ttft_s"] for r in alone)
     step = statistics.median(r["step_s"] for r in alone)
@@ -170,6 +186,8 @@ def measure(name: str, args) -> dict:
                  alone_tokens_per_s=alone_rate, alone_prefill_s=prefill, alone_step_s=step,
                  alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step),
                  library_tokens_per_s=library, alone_over_library=alone_rate / library, runs=[])
+    if sleeping:
+        found["sleeping_tokens_per_s"] = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in sleeping)
     for stagger, together in runs.items():
         span = max(r["end"] for r in together) - min(r["start"] for r in together)
         made = sum(r["tokens"] for r in together)
@@ -193,6 +211,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-batching"))
     parser.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "openvino"],
                         help="the backend the library and the server decode on")
+    parser.add_argument("--sleeping-too", action="store_true",
+                        help="a second server whose ONNX Runtime threads sleep between runs (PTX_ORT_SPINNING=0), "
+                             "timed in turn with the first one's clients alone")
     parser.add_argument("--ort-attention", action="store_true",
                         help="export with --ort-attention (the cache kept in place) and serve that file")
     args = parser.parse_args()
@@ -212,6 +233,9 @@ def main() -> None:
               f"{1 / r['alone_over_library']:.2f}x | | | |")
         print(f"| {r['model']} | one at a time | {r['alone_tokens_per_s']:.1f} | 1.00x | {r['alone_step_s'] * 1e3:.1f} | "
               f"{r['alone_prefill_s'] * 1e3:.0f} (2x with a step: {r['ttft_bound_s'] * 1e3:.0f}) | (the reference) |")
+        if "sleeping_tokens_per_s" in r:
+            print(f"| {r['model']} | one at a time, threads sleeping (PTX_ORT_SPINNING=0) | "
+                  f"{r['sleeping_tokens_per_s']:.1f} | {r['sleeping_tokens_per_s'] / r['alone_tokens_per_s']:.2f}x | | | |")
         for run in r["runs"]:
             start = f"{r['clients']} at once" if not run["stagger_ms"] else f"{r['clients']}, {run['stagger_ms']:.0f} ms apart"
             each = " ".join(f"{t * 1e3:.0f}" for t in run["ttft_s"])

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import os
 import signal
 import socket
 from dataclasses import replace
@@ -22,6 +21,7 @@ import uvicorn
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import PtxError
 from ptx.infer.bench.choice import choose_backend, describe
+from ptx.infer.runtime.ort_session import threads_spinning
 
 from .bounds import Gate, connection_cap
 from .grpc_service import build_server
@@ -91,7 +91,9 @@ def load_files(service: Service, files: list[tuple], *, backend: str, precision:
             unranked = shapeless_inputs(target.path)
             declared = [t for t in target.options.get("inputs", ()) if t.name in unranked]
             target = replace(target, options={**target.options, "inputs": declared})
-        model = target.load(None if backend == AUTO else backend, device, precision)
+        # a decoder's step loop runs its steps back to back: its threads spin (ort_session.threads_spinning)
+        with threads_spinning(target.generation is not None):
+            model = target.load(None if backend == AUTO else backend, device, precision)
         batching = ("batched along each tensor's batch axis" if model.signature.batched
                     else "request by request (not every tensor has a batch axis)")
         on = model.device if model.precision == FULL_PRECISION else f"{model.device}, {model.precision}"
@@ -213,18 +215,18 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
     if twice:
         raise PtxError(f"two models would be served as {twice[0]!r}: give the files other names with --name")
     check_exposure(options, insecure, log)
+    http_socket = bind_http(options.host, options.http_port)
+    service = Service(options)
     # ONNX Runtime's intra-op threads spin between runs by default. In a server, the event loop, the
     # gRPC threads and the batcher share the cores with them, and spinning threads took the CPU the
     # front needed: on 2 cores, REST at 32 clients answered about a tenth more with spinning off
-    # (docs/benchmarks/serving.md). PTX_ORT_SPINNING=1 restores it.
-    os.environ.setdefault("PTX_ORT_SPINNING", "0")
-    http_socket = bind_http(options.host, options.http_port)
-    service = Service(options)
+    # (docs/benchmarks/serving.md). A language model's sessions spin (load_files); PTX_ORT_SPINNING decides all.
     try:
-        if runs:
-            load(service, runs, backend=backend, precision=precision, device=device, log=log)
-        load_files(service, list(files), backend=backend, precision=precision, device=device, log=log)
-        _event_loop_run(run(service, http_socket, log))
+        with threads_spinning(False):
+            if runs:
+                load(service, runs, backend=backend, precision=precision, device=device, log=log)
+            load_files(service, list(files), backend=backend, precision=precision, device=device, log=log)
+            _event_loop_run(run(service, http_socket, log))
     finally:
         service.close()
         http_socket.close()

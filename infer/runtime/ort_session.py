@@ -117,6 +117,26 @@ def cuda_unavailable(device: str = "cuda") -> str | None:
 # Session options measured on the 2-core Xeon (docs/benchmarks/cpu.md): ORT's default intra-op pool
 # (one thread per core) and full graph optimisation were the fastest; PTX_ORT_THREADS and
 # PTX_ORT_OPT_LEVEL (disable, basic, extended, all) override them for other machines.
+# A command's choice of whether idle intra-op threads spin, where PTX_ORT_SPINNING says nothing ("" = ONNX
+# Runtime's own default, spinning): see threads_spinning.
+_SPINNING_CHOICE = [""]
+
+
+@contextlib.contextmanager
+def threads_spinning(on: bool):
+    """The ONNX Runtime sessions opened inside the block spin (``on``) or sleep between runs, unless
+    PTX_ORT_SPINNING says otherwise. Spinning threads answer the next run at once but hold their cores: a server's
+    single-pass models sleep, since the event loop and the batcher need those cores between runs, while a
+    decoder's step loop runs steps back to back and loses the wake-up on every operator when its threads sleep
+    (SmolLM2-135M served: 0.89x the library's tokens/s sleeping, 1.00x spinning; docs/benchmarks/generation.md)."""
+    before = _SPINNING_CHOICE[0]
+    _SPINNING_CHOICE[0] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        _SPINNING_CHOICE[0] = before
+
+
 ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                   "all": "ORT_ENABLE_ALL"}
 
@@ -139,7 +159,7 @@ def session_options(ort):
     if profile:  # ONNX Runtime's profiler on, its JSON files named from this prefix (scripts/profile_decode_step.py)
         options.enable_profiling = True
         options.profile_file_prefix = profile
-    spinning = os.environ.get("PTX_ORT_SPINNING", "").strip()
+    spinning = os.environ.get("PTX_ORT_SPINNING", "").strip() or _SPINNING_CHOICE[0]
     if spinning:
         if spinning not in ("0", "1"):
             raise PtxError(f"PTX_ORT_SPINNING={spinning!r}: give 1 (threads spin between runs) or 0 (they sleep)")
