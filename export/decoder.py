@@ -243,6 +243,8 @@ class DecoderSource(ExportSource):
             if streamed is not None:
                 streamed.let_go()
 
+    traced_how = ""  # how lazy_graph's trace went, where worth saying (export/repeated_layers.py)
+
     @property
     def has_weightless_graph(self) -> bool:
         """Whether the f32 file's graph, traced without its weights, is kept for the weight-only formats."""
@@ -259,7 +261,9 @@ class DecoderSource(ExportSource):
         if self._weightless is not None:  # the f32 file's, traced when it was written
             path.write_bytes(self._weightless)
             return path
-        fmt.write(self.subject, self.example, path, self.signature, self.strings, lazy=True, **self.options(fmt))
+        written = fmt.write(self.subject, self.example, path, self.signature, self.strings, lazy=True,
+                            **self.options(fmt))
+        self.traced_how = written.traced
         return path
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:

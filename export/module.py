@@ -305,7 +305,10 @@ def _reduced_from(source, staging: Path, given: ModuleOptions):
         traced = "model.onnx's, traced without its weights" if source.has_weightless_graph else \
             "traced without its weights"
         given.log(f"graph: {traced} ({given.folder.folder.name}'s tensors read as each file is written)")
-        yield source.lazy_graph(Path(scratch)), given.folder
+        path = source.lazy_graph(Path(scratch))
+        if source.traced_how:
+            given.log(f"graph: {source.traced_how}")
+        yield path, given.folder
 
 
 def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, task: str):

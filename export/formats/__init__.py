@@ -28,6 +28,7 @@ class Written:
     method: str
     note: str | None = None
     hint: str = ""  # why the file may disagree, said with a validation failure
+    traced: str = ""  # how a graph traced without its weights was traced, where it is worth saying (its layers)
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,8 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
 
     tries, operators = _exporters(model, strings["model"], exporter, weights)
     check_opset(opset, tries[0])
-    proto, which, refusals = _traced(model, example, path, signature, strings["model"], tries, operators,
-                                     opset=opset, mode=mode, weights=weights)
+    proto, which, refusals, how = _traced(model, example, path, signature, strings["model"], tries, operators,
+                                          opset=opset, mode=mode, weights=weights)
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
     if legacy:
@@ -167,12 +167,13 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     method = f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else "")
     if weights is not None and lazy:  # the scratch a weight-only writer reads: the graph alone
         _save_lazy(proto, path, strings, description(strings))
-        return Written(f"{method}, traced without its weights", note, hint)
+        return Written(f"{method}, traced without its weights", note, hint, traced=how)
     if weights is not None:
         if lazy_copy is not None:
             _save_lazy(proto, lazy_copy, strings, description(strings))
         _read_from_folder(proto, path)
-        method += f", traced without its weights and written from {weights.folder.name}'s {weights.dtype} tensors"
+        method += (f", traced without its weights{f' ({how})' if how else ''} and written from "
+                   f"{weights.folder.name}'s {weights.dtype} tensors")
     save_with_metadata(proto, path, strings, description(strings), checked=False)
     del proto  # the checker reads the file back: the proto and the checker's parse are not alive together
     onnx.checker.check_model(str(path), full_check=True)
@@ -195,11 +196,12 @@ def _exporters(model, name: str, exporter, weights) -> tuple[list[Exporter], str
 
 def _traced(model, example, path: Path, signature: Signature, name: str, tries: list[Exporter], operators, *,
             opset: int, mode: str, weights) -> tuple[object, Exporter, list[str]]:
-    """(the ModelProto of the first exporter of ``tries`` that takes ``model``, which one, the refusals before it);
+    """(the ModelProto of the first exporter of ``tries`` that takes ``model``, which one, the refusals before it,
+    how a decoder traced without its weights had its layers traced: export/repeated_layers.py, else '');
     one PtxError naming every refusal where none does (ptx's own check's, as it is, where it said why)."""
     import torch
 
-    keys = None
+    keys, how = None, ""
     if weights is not None:
         from ..streamed_module import folder_keys
 
@@ -210,7 +212,7 @@ def _traced(model, example, path: Path, signature: Signature, name: str, tries: 
         try:
             with _quiet_exporter(), torch.no_grad():
                 if which is Exporter.DYNAMO and weights is not None:
-                    proto = _weightless_proto(model, example, signature, opset, names, keys, weights)
+                    proto, how = _weightless_proto(model, example, signature, opset, keys, weights)
                 elif which is Exporter.DYNAMO:
                     with one_table_per_opset(), sibling_slices():
                         program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
@@ -224,7 +226,7 @@ def _traced(model, example, path: Path, signature: Signature, name: str, tries: 
                     torch.onnx.export(target, tuple(example), str(path), dynamo=False, opset_version=opset,
                                       dynamic_axes=dynamic_axes(signature) or None, **names)
                     proto = None  # read back from the file (_legacy_proto)
-            return proto, which, refusals
+            return proto, which, refusals, how
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
             own = own or ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check)
             refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
@@ -236,17 +238,26 @@ def _traced(model, example, path: Path, signature: Signature, name: str, tries: 
                    + (f"; try --exporter {other}" if len(tries) == 1 and not operators else ""))
 
 
-def _weightless_proto(model, example, signature: Signature, opset: int, names: dict, keys: dict, weights):
-    """The graph of ``model`` traced with fake parameters, each initializer naming its folder tensor
-    (export/weightless.py), optimized as torch.onnx optimizes its own."""
+def _weightless_proto(model, example, signature: Signature, opset: int, keys: dict, weights):
+    """(the graph of ``model`` traced with fake parameters, each initializer naming its folder tensor
+    (export/weightless.py), optimized as torch.onnx optimizes its own; how its layers were traced: a decoder's
+    from a trace of two where its layers prove the same, export/repeated_layers.py)."""
     import torch
 
+    from ..repeated_layers import traced_by_two_layers
     from ..weightless import fake_parameters, lazy_graph
 
+    def trace(module, example, signature):
+        return torch.onnx.export(module, tuple(example), None, dynamo=True, opset_version=opset, verbose=False,
+                                 dynamic_shapes=dynamic_dims(signature), optimize=False,
+                                 input_names=list(signature.input_names), output_names=list(signature.output_names))
+
     with fake_parameters(model), one_table_per_opset():
-        program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset, verbose=False,
-                                    dynamic_shapes=dynamic_dims(signature), optimize=False, **names)
-    return lazy_graph(program, keys, weights)
+        program, how = traced_by_two_layers(model, example, signature, trace)
+        if program is None:
+            how = how and f"every layer traced: {how}"
+            program = trace(model, example, signature)
+    return lazy_graph(program, keys, weights), how
 
 
 def _read_from_folder(proto, path: Path) -> None:

@@ -1,0 +1,188 @@
+"""A decoder exported from its folder is traced with two of its layers and layer 1's nodes repeated for the others
+(export/repeated_layers.py): the file is the one a trace of every layer makes, and every way the two traced
+layers could fail to stand for the rest sends the export back to tracing them all."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+
+from ptx_command import ptx  # noqa: E402
+
+LAYERS = 5
+
+
+def qwen2(layers: int = LAYERS, **settings):
+    config = transformers.Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      eos_token_id=2, **settings)
+    torch.manual_seed(0)
+    return transformers.Qwen2ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """A 5-layer Qwen2 folder (bfloat16 safetensors) exported as onnx twice: as export does it (two layers traced),
+    and with every layer traced (the repeat turned off)."""
+    import ptx.export.repeated_layers as repeated
+
+    root = tmp_path_factory.mktemp("repeated")
+    folder = root / "qwen2-5"
+    qwen2().to(torch.bfloat16).save_pretrained(folder)
+    done = {}
+    for way, fewest in (("repeated", repeated.FEWEST), ("whole", 10 ** 6)):
+        before, repeated.FEWEST = repeated.FEWEST, fewest
+        try:
+            run = ptx("export", str(folder), "--format", "onnx", "--out", str(root / way), merged=True)
+        finally:
+            repeated.FEWEST = before
+        assert run.returncode == 0, run.stdout
+        done[way] = {"log": run.stdout, "file": root / way / "model.onnx"}
+    return done
+
+
+def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(exported):
+    assert "its 5 layers traced as 2, layers 2 to 4 repeated from layer 1's nodes" in exported["repeated"]["log"]
+    assert "traced without its weights and written" in exported["whole"]["log"]  # a decoder of few layers: no word
+    for way in exported.values():  # each judged against eager as every export is
+        assert ": PASS" in way["log"] or "64 of 64 as the reference's" in way["log"], way["log"]
+    a, b = (onnx.load(str(exported[w]["file"])) for w in ("repeated", "whole"))
+    assert sorted(n.op_type for n in a.graph.node) == sorted(n.op_type for n in b.graph.node)
+    assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
+    assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
+    # the weights by their folder names; the constants the exporter made, named by its counter, by their values
+    weights_a, weights_b = ({t.name: numpy_helper.to_array(t) for t in m.graph.initializer if t.name.startswith("model.")}
+                            for m in (a, b))
+    assert weights_a.keys() == weights_b.keys()
+    assert [k for k in weights_a if not np.array_equal(weights_a[k], weights_b[k])] == []
+    constants_a, constants_b = (sorted((t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes())
+                                       for t in m.graph.initializer if not t.name.startswith("model.")) for m in (a, b))
+    assert constants_a == constants_b
+    import onnxruntime
+
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 256, (2, 3)), "attention_mask": np.ones((2, 7), np.int64),
+             "position_ids": np.tile(np.arange(4, 7), (2, 1)), "logits_to_keep": np.array([1, 2])}
+    feeds.update({i.name: rng.standard_normal((2, 2, 4, 16)).astype(np.float32) for i in a.graph.input
+                  if i.name.startswith("past_key_values.")})
+    feeds = {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in feeds.items()}
+    answers = [onnxruntime.InferenceSession(str(exported[w]["file"])).run(None, feeds) for w in ("repeated", "whole")]
+    for name, x, y in zip([o.name for o in a.graph.output], *answers):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_layers_set_apart_by_their_config_or_their_modules_are_traced_every_one():
+    from ptx.export.cached_decoder import decoder_of
+    from ptx.export.repeated_layers import traced_by_two_layers
+
+    def why(model) -> str:
+        decoder, signature, _ = decoder_of(model, lambda _: None)
+        program, reason = traced_by_two_layers(decoder, (), signature,
+                                               lambda *_: pytest.fail("traced although its layers differ"))
+        assert program is None
+        return reason
+
+    # Qwen2's sliding window past max_window_layers: two kinds of layer in layer_types
+    assert why(qwen2(use_sliding_window=True, sliding_window=8, max_window_layers=3)) == \
+        "its layers are of 2 kinds (full_attention, sliding_attention)"
+    plain = qwen2()
+    plain.model.layers[3].self_attn.scaling = 0.5  # one layer's module set apart (a planted setting)
+    assert why(plain) == "layer 3 is not built as layer 1 is"
+    plain = qwen2()
+    plain.config.no_rope_layers = [1, 1, 0, 1, 1]  # a per-layer list, as SmolLM3's config has one
+    assert why(plain) == "its config's no_rope_layers sets its layers apart"
+    assert why(qwen2(layers=3)) == ""  # traced whole, quick enough: nothing said
+
+
+@pytest.fixture(scope="module")
+def two_layer_graph():
+    """The unoptimized program of a 5-layer Qwen2's decoder traced with its first two layers, as the repeat gets it,
+    and what the repeat is told of the cache: (program, signature)."""
+    import ptx.export.repeated_layers as repeated
+    from ptx.export.cached_decoder import decoder_of, example_feeds
+    from ptx.export.formats.onnx import dynamic_dims
+
+    decoder, signature, generation = decoder_of(qwen2(), lambda _: None)
+    decoder.eval()
+    feeds = example_feeds(signature, generation, 256)
+    taken = {}
+
+    def trace(module, example, cut):
+        taken["program"] = torch.onnx.export(module, tuple(example), None, dynamo=True, opset_version=18,
+                                             dynamic_shapes=dynamic_dims(cut), optimize=False,
+                                             input_names=list(cut.input_names), output_names=list(cut.output_names))
+        taken["cut"] = cut
+        return taken["program"]
+
+    keep = repeated.repeat_layers
+    repeated.repeat_layers = lambda *args: "stopped before the repeat"  # the two-layer graph as it is traced
+    try:
+        repeated.traced_by_two_layers(decoder, tuple(torch.from_numpy(feeds[n]) for n in signature.input_names),
+                                      signature, trace)
+    finally:
+        repeated.repeat_layers = keep
+    return taken["program"], signature
+
+
+def _repeat(program, signature, plant=None):
+    """repeat_layers on a copy of ``program``'s graph, ``plant(graph)`` done to it first."""
+    import onnx_ir as ir
+
+    from ptx.export.repeated_layers import LAYER_NAME, _pasts, repeat_layers
+
+    graph = ir.from_proto(ir.to_proto(program.model)).graph
+    if plant:
+        plant(graph)
+    past = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.inputs if LAYER_NAME.match(t.name)}
+    present = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.outputs if LAYER_NAME.match(t.name)}
+    return repeat_layers(graph, "model.model.layers", LAYERS, past, present, lambda k: _pasts(graph, signature, k),
+                         lambda k: [n for n, layer in present.items() if layer == k],
+                         lambda held, name: ir.Value(name=name, shape=held.shape, type=held.type,
+                                                     const_value=held.const_value)), graph
+
+
+def _node_reading(graph, name: str, op_type: str):
+    return next((n, i) for n in graph for i, v in enumerate(n.inputs)
+                if v is not None and v.name == name and n.op_type == op_type)
+
+
+def test_the_repeat_refuses_a_second_layer_that_does_not_stand_for_the_others(two_layer_graph):
+    program, signature = two_layer_graph
+    why, graph = _repeat(program, signature)
+    assert why is None  # the legitimate case: repeated, every layer's past and present in the signature's order
+    assert [v.name for v in graph.inputs] == list(signature.input_names)
+    assert [v.name for v in graph.outputs] == list(signature.output_names)
+
+    def reads_layer_0_s_weight(graph):
+        node, index = _node_reading(graph, "model.model.layers.1.mlp.up_proj.weight", "Transpose")
+        node.replace_input_with(index, graph.initializers["model.model.layers.0.mlp.up_proj.weight"])
+
+    why, _ = _repeat(program, signature, reads_layer_0_s_weight)
+    assert why is not None and "up_proj" in why
+
+    def reads_layer_0_s_past(graph):
+        node, index = _node_reading(graph, "past_key_values.1.value", "Identity")  # the cache made from it
+        node.replace_input_with(index, next(v for v in graph.inputs if v.name == "past_key_values.0.value"))
+
+    why, _ = _repeat(program, signature, reads_layer_0_s_past)
+    # the cache's copy of the past reads two layers' tensors now: no layer's, so layer 1 is a node short
+    counts = re.fullmatch(r"layers 0 and 1 have (\d+) and (\d+) nodes", why or "")
+    assert counts and int(counts[2]) == int(counts[1]) - 1, why
+
+    def the_head_reads_layer_0(graph):
+        import onnx_ir as ir
+
+        inside = next(n for n in graph if "model.model.layers.0.mlp" in n.metadata_props.get(
+            "pkg.torch.onnx.name_scopes", "") and n.op_type == "MatMul")
+        graph.append(ir.Node("", "Identity", [inside.outputs[0]], name="reads_layer_0"))
+        graph.outputs.append(graph.node("reads_layer_0").outputs[0])
+
+    why, _ = _repeat(program, signature, the_head_reads_layer_0)
+    assert why is not None and "layer 0" in why
