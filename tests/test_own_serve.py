@@ -415,21 +415,16 @@ def test_a_torchscript_file_is_served_by_its_declared_names(own_models, bare, tm
         np.testing.assert_allclose(got, bare["two_io"].run(["scores"], feeds)[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("told", [None, "0"])
-def test_a_served_language_model_s_threads_spin_and_a_single_pass_model_s_sleep(own_models, chat_export, told,
-                                                                               monkeypatch):
+def test_a_served_language_model_s_threads_spin_and_a_single_pass_model_s_sleep(own_models, chat_export, monkeypatch):
     """The server's sessions sleep between runs (its front needs the cores), except a decoder's: its step loop
     runs steps back to back, and sleeping threads cost SmolLM2-135M a tenth of its served tokens/s. What
-    PTX_ORT_SPINNING says (here "0") decides both."""
+    PTX_ORT_SPINNING says decides both."""
     from ptx.infer.model.target import Target
-    from ptx.infer.runtime.ort_session import threads_spinning
+    from ptx.infer.runtime.ort_session import import_ort, session_options, threads_spinning
     from ptx.serve.server import load_files
     from ptx.serve.service import ServeOptions, Service
 
-    if told is None:
-        monkeypatch.delenv("PTX_ORT_SPINNING", raising=False)
-    else:
-        monkeypatch.setenv("PTX_ORT_SPINNING", told)
+    monkeypatch.delenv("PTX_ORT_SPINNING", raising=False)
     service = Service(ServeOptions(max_batch_size=8))
     try:
         with threads_spinning(False):  # as serve() opens its models
@@ -439,4 +434,8 @@ def test_a_served_language_model_s_threads_spin_and_a_single_pass_model_s_sleep(
                     .get_session_config_entry("session.intra_op.allow_spinning") for name in ("lm", "two_io")}
     finally:
         service.close()
-    assert spinning == ({"lm": "1", "two_io": "0"} if told is None else {"lm": "0", "two_io": "0"})
+    assert spinning == {"lm": "1", "two_io": "0"}
+    ort = import_ort()
+    monkeypatch.setenv("PTX_ORT_SPINNING", "0")
+    with threads_spinning(True):  # the user's word over the command's choice
+        assert session_options(ort).get_session_config_entry("session.intra_op.allow_spinning") == "0"

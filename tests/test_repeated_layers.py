@@ -4,6 +4,7 @@ layers could fail to stand for the rest sends the export back to tracing them al
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from ptx_command import ptx  # noqa: E402
 
-LAYERS = 5
+LAYERS = 4
 
 
 def qwen2(layers: int = LAYERS, **settings):
@@ -28,32 +29,58 @@ def qwen2(layers: int = LAYERS, **settings):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict:
-    """A 5-layer Qwen2 folder (bfloat16 safetensors) exported as onnx twice: as export does it (two layers traced),
-    and with every layer traced (the repeat turned off)."""
+def folder(tmp_path_factory) -> Path:
+    """A 4-layer Qwen2 as a transformers folder (bfloat16 safetensors)."""
+    made = tmp_path_factory.mktemp("repeated") / "qwen2-4"
+    qwen2().to(torch.bfloat16).save_pretrained(made)
+    return made
+
+
+@pytest.fixture(scope="module")
+def exported(folder, tmp_path_factory) -> dict:
+    """`ptx export FOLDER --format onnx`: what it printed, and its model.onnx."""
+    out = tmp_path_factory.mktemp("repeated-onnx")
+    run = ptx("export", str(folder), "--format", "onnx", "--out", str(out), merged=True)
+    assert run.returncode == 0, run.stdout
+    return {"log": run.stdout, "file": out / "model.onnx"}
+
+
+def test_a_folder_s_decoder_is_exported_from_two_traced_layers_and_judged(exported):
+    assert "its 4 layers traced as 2, layers 2 to 3 repeated from layer 1's nodes" in exported["log"]
+    assert "greedy tokens: 64 of 64 as the reference's" in exported["log"]  # judged against eager as every export is
+
+
+def _traced_whole(folder: Path):
+    """The folder's decoder graph as export traces it without its weights with the repeat off (every layer
+    traced), its folder tensors read in and the rewrites export's ONNX writer makes after the trace."""
     import ptx.export.repeated_layers as repeated
+    from ptx.export.cached_decoder import decoder_of, example_feeds
+    from ptx.export.folder_weights import FolderWeights, read_lazy_inside
+    from ptx.export.formats.onnx import _weightless_proto
+    from ptx.export.onnx_graph import omit_zero_initial_states, rsqrt_as_division
+    from ptx.export.streamed_module import folder_keys
 
-    root = tmp_path_factory.mktemp("repeated")
-    folder = root / "qwen2-5"
-    qwen2().to(torch.bfloat16).save_pretrained(folder)
-    done = {}
-    for way, fewest in (("repeated", repeated.FEWEST), ("whole", 10 ** 6)):
-        before, repeated.FEWEST = repeated.FEWEST, fewest
-        try:
-            run = ptx("export", str(folder), "--format", "onnx", "--out", str(root / way), merged=True)
-        finally:
-            repeated.FEWEST = before
-        assert run.returncode == 0, run.stdout
-        done[way] = {"log": run.stdout, "file": root / way / "model.onnx"}
-    return done
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    decoder, signature, generation = decoder_of(model, lambda _: None)
+    decoder.eval()
+    example = tuple(torch.from_numpy(v) for v in example_feeds(signature, generation, 256).values())
+    weights = FolderWeights.of(folder)
+    before, repeated.FEWEST = repeated.FEWEST, 10 ** 6
+    try:
+        with torch.no_grad():
+            proto, how = _weightless_proto(decoder, example, signature, 18,
+                                           folder_keys(decoder, weights, decoder.folder_prefix), weights)
+    finally:
+        repeated.FEWEST = before
+    assert how == ""  # a decoder of few layers: traced whole, nothing said
+    read_lazy_inside(proto)
+    omit_zero_initial_states(proto)
+    rsqrt_as_division(proto)
+    return proto
 
 
-def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(exported):
-    assert "its 5 layers traced as 2, layers 2 to 4 repeated from layer 1's nodes" in exported["repeated"]["log"]
-    assert "traced without its weights and written" in exported["whole"]["log"]  # a decoder of few layers: no word
-    for way in exported.values():  # each judged against eager as every export is
-        assert ": PASS" in way["log"] or "64 of 64 as the reference's" in way["log"], way["log"]
-    a, b = (onnx.load(str(exported[w]["file"])) for w in ("repeated", "whole"))
+def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(folder, exported):
+    a, b = onnx.load(str(exported["file"])), _traced_whole(folder)
     assert sorted(n.op_type for n in a.graph.node) == sorted(n.op_type for n in b.graph.node)
     assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
     assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
@@ -70,10 +97,10 @@ def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_mak
     rng = np.random.default_rng(0)
     feeds = {"input_ids": rng.integers(0, 256, (2, 3)), "attention_mask": np.ones((2, 7), np.int64),
              "position_ids": np.tile(np.arange(4, 7), (2, 1)), "logits_to_keep": np.array([1, 2])}
+    feeds = {k: v.astype(np.int64) for k, v in feeds.items()}
     feeds.update({i.name: rng.standard_normal((2, 2, 4, 16)).astype(np.float32) for i in a.graph.input
                   if i.name.startswith("past_key_values.")})
-    feeds = {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in feeds.items()}
-    answers = [onnxruntime.InferenceSession(str(exported[w]["file"])).run(None, feeds) for w in ("repeated", "whole")]
+    answers = [onnxruntime.InferenceSession(m.SerializeToString()).run(None, feeds) for m in (a, b)]
     for name, x, y in zip([o.name for o in a.graph.output], *answers):
         np.testing.assert_array_equal(x, y, err_msg=name)
 
@@ -96,14 +123,14 @@ def test_layers_set_apart_by_their_config_or_their_modules_are_traced_every_one(
     plain.model.layers[3].self_attn.scaling = 0.5  # one layer's module set apart (a planted setting)
     assert why(plain) == "layer 3 is not built as layer 1 is"
     plain = qwen2()
-    plain.config.no_rope_layers = [1, 1, 0, 1, 1]  # a per-layer list, as SmolLM3's config has one
+    plain.config.no_rope_layers = [1, 1, 0, 1]  # a per-layer list, as SmolLM3's config has one
     assert why(plain) == "its config's no_rope_layers sets its layers apart"
     assert why(qwen2(layers=3)) == ""  # traced whole, quick enough: nothing said
 
 
 @pytest.fixture(scope="module")
 def two_layer_graph():
-    """The unoptimized program of a 5-layer Qwen2's decoder traced with its first two layers, as the repeat gets it,
+    """The unoptimized program of a 4-layer Qwen2's decoder traced with its first two layers, as the repeat gets it,
     and what the repeat is told of the cache: (program, signature)."""
     import ptx.export.repeated_layers as repeated
     from ptx.export.cached_decoder import decoder_of, example_feeds

@@ -195,7 +195,7 @@ def _exporters(model, name: str, exporter, weights) -> tuple[list[Exporter], str
 
 
 def _traced(model, example, path: Path, signature: Signature, name: str, tries: list[Exporter], operators, *,
-            opset: int, mode: str, weights) -> tuple[object, Exporter, list[str]]:
+            opset: int, mode: str, weights) -> tuple[object, Exporter, list[str], str]:
     """(the ModelProto of the first exporter of ``tries`` that takes ``model``, which one, the refusals before it,
     how a decoder traced without its weights had its layers traced: export/repeated_layers.py, else '');
     one PtxError naming every refusal where none does (ptx's own check's, as it is, where it said why)."""

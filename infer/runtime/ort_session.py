@@ -114,9 +114,6 @@ def cuda_unavailable(device: str = "cuda") -> str | None:
     return why_no_cuda(missing, device_id)
 
 
-# Session options measured on the 2-core Xeon (docs/benchmarks/cpu.md): ORT's default intra-op pool
-# (one thread per core) and full graph optimisation were the fastest; PTX_ORT_THREADS and
-# PTX_ORT_OPT_LEVEL (disable, basic, extended, all) override them for other machines.
 # A command's choice of whether idle intra-op threads spin, where PTX_ORT_SPINNING says nothing ("" = ONNX
 # Runtime's own default, spinning): see threads_spinning.
 _SPINNING_CHOICE = [""]
@@ -128,7 +125,8 @@ def threads_spinning(on: bool):
     PTX_ORT_SPINNING says otherwise. Spinning threads answer the next run at once but hold their cores: a server's
     single-pass models sleep, since the event loop and the batcher need those cores between runs, while a
     decoder's step loop runs steps back to back and loses the wake-up on every operator when its threads sleep
-    (SmolLM2-135M served: 0.89x the library's tokens/s sleeping, 1.00x spinning; docs/benchmarks/generation.md)."""
+    (SmolLM2-135M served: 0.92x the library's tokens/s with them sleeping, 0.98x spinning;
+    docs/benchmarks/generation.md)."""
     before = _SPINNING_CHOICE[0]
     _SPINNING_CHOICE[0] = "1" if on else "0"
     try:
@@ -137,6 +135,9 @@ def threads_spinning(on: bool):
         _SPINNING_CHOICE[0] = before
 
 
+# Session options measured on the 2-core Xeon (docs/benchmarks/cpu.md): ORT's default intra-op pool
+# (one thread per core) and full graph optimisation were the fastest; PTX_ORT_THREADS and
+# PTX_ORT_OPT_LEVEL (disable, basic, extended, all) override them for other machines.
 ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                   "all": "ORT_ENABLE_ALL"}
 
