@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
 from ptx.contract.tensors import Signature
@@ -62,8 +63,7 @@ def traced_by_two_layers(decoder, example: tuple, signature: Signature, trace: C
         module.train(decoder.training)
         program = trace(module, tuple(example[k] for k in keep), two)
     graph = program.model.graph
-    past = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.inputs if LAYER_NAME.match(t.name)}
-    present = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.outputs if LAYER_NAME.match(t.name)}
+    past, present = cache_layers(signature)
     try:
         why = repeat_layers(graph, stack, layers, past, present, lambda k: _pasts(graph, signature, k),
                             lambda k: [n for n, layer in present.items() if layer == k], _weight_like)
@@ -72,6 +72,14 @@ def traced_by_two_layers(decoder, example: tuple, signature: Signature, trace: C
     if why is not None:
         return None, why
     return program, f"its {layers} layers traced as 2, layers 2 to {layers - 1} repeated from layer 1's nodes"
+
+
+def cache_layers(signature: Signature) -> tuple[dict[str, int], dict[str, int]]:
+    """({each past input's name: its layer}, {each present output's name: its layer}) of a decoder's signature."""
+    def layer_of(tensors):
+        return {t.name: int(LAYER_NAME.match(t.name)[2]) for t in tensors if LAYER_NAME.match(t.name)}
+
+    return layer_of(signature.inputs), layer_of(signature.outputs)
 
 
 def _set_apart(config, layers: int) -> str | None:
@@ -217,7 +225,7 @@ def _layers_of_nodes(graph, stack: str, past_layer: dict[str, int], present_laye
 def _sizes(graph, weights: str) -> set:
     """The values computed from constants and tensors' shapes alone (a Constant's, a Shape's, arithmetic on
     them): the same for every layer of identical layers, so that one layer may read another's."""
-    static: set = set()
+    static: set = set()  # an initializer of at most 64 values outside the layers' weights: a lifted scalar or shape
     for node in graph:
         if node.op_type in ("Constant", "Shape", "Size") or all(
                 v is None or v in static or (v.is_initializer() and not v.name.startswith(weights) and
@@ -245,16 +253,54 @@ def _same_attributes(a, b) -> bool:
     return True
 
 
+@dataclass
+class _Pairing:
+    """Layer 1 proven to be layer 0 (_paired): whose each node is, layer 1's nodes in order, the sizes and
+    constants layer 0 computed for both, layer 0's values as layer 1 has them, and the value(s) one layer hands the
+    next (layer 1's input from layer 0 -> what layer 0 read in its place)."""
+
+    owner: dict
+    second: list
+    lent: set
+    counterpart: dict
+    carried: dict
+
+
 def repeat_layers(graph, stack: str, layers: int, past: dict[str, int], present: dict[str, int],
                   pasts_of: Callable[[int], list], presents_of: Callable[[int], list[str]],
                   weight_for: Callable[[object, str], object]) -> str | None:
     """Make ``graph`` (an onnx_ir Graph traced with two layers of the ModuleList ``stack``) the graph of
     ``layers``: None when done, else why not (the graph left as it was). ``past``/``present``: {graph input/output
-    name: its layer}; ``pasts_of(k)``: layer k's new graph inputs (onnx_ir Values named as the signature names
-    them); ``presents_of(k)``: its outputs' names; ``weight_for(initializer, name)``: layer k's initializer named
-    ``name``, made like layer 1's ``initializer``."""
-    import onnx_ir as ir
+    name: its layer} (cache_layers); ``pasts_of(k)``: layer k's new graph inputs (onnx_ir Values named as the
+    signature names them); ``presents_of(k)``: its outputs' names; ``weight_for(initializer, name)``: layer k's
+    initializer named ``name``, made like layer 1's ``initializer``."""
+    pairing = _paired(graph, stack, past, present)
+    if isinstance(pairing, str):
+        return pairing
+    leaving = {pairing.counterpart[v] for v in pairing.carried}  # what the model's last part reads: the last hidden
+    readers = {v: [(u, i) for u, i in v.uses() if pairing.owner.get(u) != 1] for v in leaving}
+    made: dict = {}  # layer k's weights, by name
+    last = pairing.second[-1]
+    previous = {v: v for v in leaving}  # layer k-1's carried values, by layer 1's
+    for k in range(2, layers):
+        made_pasts = {v.name.rsplit(".", 1)[-1]: v for v in pasts_of(k)}  # by kind: key, value
+        inputs = {v: made_pasts[v.name.rsplit(".", 1)[-1]] for v in graph.inputs if past.get(v.name) == 1}
+        clone, last = _copy_layer(graph, k, stack, pairing, inputs, previous, made, weight_for, last)
+        graph.inputs.extend(made_pasts.values())
+        names = {name.rsplit(".", 1)[-1]: name for name in presents_of(k)}
+        for out in [o for o in graph.outputs if present.get(o.name) == 1]:
+            clone[out].name = names[out.name.rsplit(".", 1)[-1]]
+            graph.outputs.append(clone[out])
+        previous = {v: clone[v] for v in previous}
+    for value, users in readers.items():  # the model's last part reads the last layer's
+        for user, index in users:
+            user.replace_input_with(index, previous[value])
+    return None
 
+
+def _paired(graph, stack: str, past: dict[str, int], present: dict[str, int]) -> _Pairing | str:
+    """Layer 1 of the two-layer ``graph`` paired with layer 0 node for node, or why it cannot stand for the layers
+    after it."""
     owner = _layers_of_nodes(graph, stack, past, present)
     ordered = list(graph)
     sizes = _sizes(graph, f"{stack}.")
@@ -272,9 +318,7 @@ def repeat_layers(graph, stack: str, layers: int, past: dict[str, int], present:
         return f"layers 0 and 1 have {len(first)} and {len(second)} nodes"
     if any(owner.get(n) not in (None, 0, 1) for n in ordered):
         return "the trace holds more than two layers"
-    # layer 0's values as layer 1 has them, operator by operator
-    counterpart: dict = {}
-    carried: dict = {}  # a value layer 1 reads from layer 0 -> what layer 0 read in its place
+    pairing = _Pairing(owner, second, lent, {}, {})
     prefix0, prefix1 = f"{stack}.0.", f"{stack}.1."
     for a, b in zip(first, second):
         if (a.domain, a.op_type, a.overload, len(a.inputs), len(a.outputs)) != \
@@ -284,12 +328,12 @@ def repeat_layers(graph, stack: str, layers: int, past: dict[str, int], present:
             if y in lent:  # a size or constant layer 0 computed: layer 0 reads the same, or its equal
                 why = None if x is y or _same_constant(x, y) else f"layer 1 reads {y.name} where layer 0 reads {x.name}"
             else:
-                why = _paired_input(x, y, owner, counterpart, carried, past, prefix0, prefix1)
+                why = _paired_input(x, y, owner, pairing.counterpart, pairing.carried, past, prefix0, prefix1)
             if why:
                 return why
-        counterpart.update(zip(a.outputs, b.outputs))
+        pairing.counterpart.update(zip(a.outputs, b.outputs))
     # what the model reads from the layers: layer 1's carried values (the last hidden state) and each present
-    leaving = {counterpart[v] for v in carried}
+    leaving = {pairing.counterpart[v] for v in pairing.carried}
     for node in second:
         for out in node.outputs:
             outside = [u for u, _ in out.uses() if owner.get(u) != 1]
@@ -304,55 +348,45 @@ def repeat_layers(graph, stack: str, layers: int, past: dict[str, int], present:
             if any(owner.get(u) not in (0, 1) for u, _ in out.uses()) or \
                     (out.is_graph_output() and present.get(out.name) != 0):
                 return f"{out.name} of layer 0 is read outside the layers"
-    readers = {v: [(u, i) for u, i in v.uses() if owner.get(u) != 1] for v in leaving}
-    made, last = {}, second[-1]
-    previous = {counterpart[v]: counterpart[v] for v in carried}  # layer k-1's carried values, by layer 1's names
-    for k in range(2, layers):
-        made_pasts = {v.name.rsplit(".", 1)[-1]: v for v in pasts_of(k)}  # by kind: key, value
-        inputs = {v: made_pasts[v.name.rsplit(".", 1)[-1]] for v in graph.inputs if past.get(v.name) == 1}
-        clone: dict = {}
-        for node in second:
-            ins = []
-            for value in node.inputs:
-                if value is None:
-                    ins.append(None)
-                elif value in clone:
-                    ins.append(clone[value])
-                elif value in inputs:
-                    ins.append(inputs[value])
-                elif value in lent:
-                    ins.append(value)
-                elif value.producer() is not None and owner.get(value.producer()) == 0:  # the layer before's
-                    ins.append(previous[counterpart[value]])
-                elif value.is_initializer() and value.name.startswith(prefix1):
-                    name = f"{stack}.{k}.{value.name[len(prefix1):]}"
-                    if name not in made:
-                        made[name] = weight_for(value, name)
-                        graph.register_initializer(made[name])
-                    ins.append(made[name])
-                else:
-                    ins.append(value)
-            outs = [ir.Value(name=f"{o.name}__layer{k}", shape=o.shape, type=o.type) for o in node.outputs]
-            copy = ir.Node(node.domain, node.op_type, ins, attributes=list(node.attributes.values()),
-                           overload=node.overload, outputs=outs, version=node.version, name=f"{node.name}__layer{k}",
-                           metadata_props=dict(node.metadata_props))
-            graph.insert_after(last, copy)
-            last = copy
-            clone.update(zip(node.outputs, outs))
-        graph.inputs.extend(made_pasts.values())
-        names = {name.rsplit(".", 1)[-1]: name for name in presents_of(k)}
-        for out in _presents(graph, present, 1):
-            clone[out].name = names[out.name.rsplit(".", 1)[-1]]
-            graph.outputs.append(clone[out])
-        previous = {v: clone[v] for v in previous}
-    for value, users in readers.items():  # the model's last part reads the last layer's
-        for user, index in users:
-            user.replace_input_with(index, previous[value])
-    return None
+    return pairing
 
 
-def _presents(graph, present: dict[str, int], layer: int) -> list:
-    return [o for o in graph.outputs if present.get(o.name) == layer]
+def _copy_layer(graph, k: int, stack: str, pairing: _Pairing, inputs: dict, previous: dict, made: dict,
+                weight_for: Callable, last) -> tuple[dict, object]:
+    """Layer 1's nodes copied as layer ``k``'s after node ``last``, each reading layer k's past (``inputs``: layer
+    1's past -> layer k's), its weights (made by ``weight_for`` into ``made``), the layer before's carried values
+    (``previous``) and the shared values as they are: ({layer 1's value: layer k's}, the last node copied)."""
+    import onnx_ir as ir
+
+    prefix1 = f"{stack}.1."
+    clone: dict = {}
+    for node in pairing.second:
+        ins = []
+        for value in node.inputs:
+            if value is None or value in pairing.lent:
+                ins.append(value)
+            elif value in clone:
+                ins.append(clone[value])
+            elif value in inputs:
+                ins.append(inputs[value])
+            elif value.producer() is not None and pairing.owner.get(value.producer()) == 0:  # the layer before's
+                ins.append(previous[pairing.counterpart[value]])
+            elif value.is_initializer() and value.name.startswith(prefix1):
+                name = f"{stack}.{k}.{value.name[len(prefix1):]}"
+                if name not in made:
+                    made[name] = weight_for(value, name)
+                    graph.register_initializer(made[name])
+                ins.append(made[name])
+            else:
+                ins.append(value)
+        outs = [ir.Value(name=f"{o.name}__layer{k}", shape=o.shape, type=o.type) for o in node.outputs]
+        copy = ir.Node(node.domain, node.op_type, ins, attributes=list(node.attributes.values()),
+                       overload=node.overload, outputs=outs, version=node.version, name=f"{node.name}__layer{k}",
+                       metadata_props=dict(node.metadata_props))
+        graph.insert_after(last, copy)
+        last = copy
+        clone.update(zip(node.outputs, outs))
+    return clone, last
 
 
 def _paired_input(x, y, owner, counterpart, carried, past, prefix0: str, prefix1: str) -> str | None:

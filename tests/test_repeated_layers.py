@@ -162,13 +162,12 @@ def _repeat(program, signature, plant=None):
     """repeat_layers on a copy of ``program``'s graph, ``plant(graph)`` done to it first."""
     import onnx_ir as ir
 
-    from ptx.export.repeated_layers import LAYER_NAME, _pasts, repeat_layers
+    from ptx.export.repeated_layers import _pasts, cache_layers, repeat_layers
 
     graph = ir.from_proto(ir.to_proto(program.model)).graph
     if plant:
         plant(graph)
-    past = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.inputs if LAYER_NAME.match(t.name)}
-    present = {t.name: int(LAYER_NAME.match(t.name)[2]) for t in signature.outputs if LAYER_NAME.match(t.name)}
+    past, present = cache_layers(signature)
     return repeat_layers(graph, "model.model.layers", LAYERS, past, present, lambda k: _pasts(graph, signature, k),
                          lambda k: [n for n, layer in present.items() if layer == k],
                          lambda held, name: ir.Value(name=name, shape=held.shape, type=held.type,
