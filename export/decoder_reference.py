@@ -1,13 +1,12 @@
-"""The reference every file of a decoder is held to (export/decoder.py's DecoderSource): eager's decoding of
-the judging prompts, each step's whole logits kept, teacher-forced on transformers' own
-``generate(do_sample=False)`` tokens where the module generates. transformers' generate() makes its own
-cache, positions and mask, so it is a reference independent of ptx's loop: ptx's decoding of the eager
-module must put its tokens first at every step, or a positions or mask bug in the loop would sit on both
-sides of every check and no run could see it.
+"""The reference every file of a decoder is held to (export/decoder.py's DecoderSource): transformers' own
+``generate(do_sample=False)`` of the judging prompts where the module generates, its tokens and each step's whole
+logits kept. generate() makes its own cache, positions and mask, so the reference is independent of ptx's loop,
+which decodes every file judged against it: a positions or mask bug in the loop fails every file rather than
+sitting on both sides of every check. A module that does not generate is decoded by ptx's loop over the eager
+decoder, its own reference.
 """
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -15,9 +14,9 @@ import numpy as np
 import torch
 
 from ptx.contract.comparison import default_tolerance
-from ptx.contract.generation import Generation, batches, left_padded
+from ptx.contract.generation import Generation, Steps, batches, left_padded, logit_and_best_other
 from ptx.contract.generation_judge import tie_width
-from ptx.contract.reference_decoding import ReferenceDecoding
+from ptx.contract.reference_decoding import PromptPositions, ReferenceDecoding, StepLogits
 from ptx.contract.tensors import Signature
 from ptx.errors import ValidationError
 from ptx.infer.model.generation_check import reference_decoding
@@ -51,47 +50,92 @@ def passes_shown(total: int, what: str):
         yield counted
 
 
-def transformers_tokens(module: torch.nn.Module, prompts: Sequence[Sequence[int]], steps: int, pad: int,
-                        log: Callable[[str], None]) -> list[list[int]] | None:
+@contextmanager
+def _own_config_unread(module: torch.nn.Module):
+    """``module``'s generation config set aside while it generates: generate() fills every setting its caller's
+    config leaves unset from the model's own."""
+    import transformers
+
+    own, module.generation_config = module.generation_config, transformers.GenerationConfig()
+    try:
+        yield
+    finally:
+        module.generation_config = own
+
+
+def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]], steps: int, pad: int,
+                        log: Callable[[str], None]) -> ReferenceDecoding | None:
     """transformers' own greedy decoding of ``prompts`` with its cache (``generate(do_sample=False)``, every step
     run: no end-of-sequence id), in the batches ptx decodes them in (left-padded, as transformers' users pad
-    for generation): a reference independent of ptx's loop, whose positions and mask are transformers' own.
-    None where it refused (said in one line)."""
-    config = copy.deepcopy(module.generation_config)
-    config.do_sample, config.num_beams, config.max_new_tokens, config.min_new_tokens = False, 1, steps, None
-    config.eos_token_id, config.pad_token_id, config.use_cache = [], pad, True  # []: never ends (None: the model's)
-    for unused in ("temperature", "top_k", "top_p"):  # a sampling model's defaults, which greedy ignores (warned)
-        setattr(config, unused, None)
+    for generation), as the reference: its tokens, each step's logits (``output_logits``: before any processor),
+    and each prompt's logits at its own positions, from its prompt pass (the model's first forward, its logits
+    at every position). Its cache, positions and mask are transformers' own, so ptx's loop sits on the judged
+    side of every check alone. None where it refused (said in one line)."""
+    import transformers
+
+    # A config of greedy alone: the model's own (a chat model's repetition penalty, suppressed tokens, sampling
+    # settings) would change the choice from the model's argmax, which every file's greedy decoding is judged by.
+    config = transformers.GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=steps, eos_token_id=[], pad_token_id=pad, use_cache=True,
+        return_dict_in_generate=True, output_logits=True,  # eos []: never ends
+        cache_implementation=module.generation_config.cache_implementation)
+    every = {"logits_to_keep": 0} if module._supports_logits_to_keep() else {}  # 0: the prompt pass's every position
     tokens: list[list[int]] = [[] for _ in prompts]
+    logits: list[list[np.ndarray]] = [[] for _ in prompts]
+    own: list[np.ndarray | None] = [None for _ in prompts]
     for group in batches(prompts):
         ids, mask = left_padded([prompts[k] for k in group], pad)
+        passes: list[torch.Tensor] = []
+        hook = module.register_forward_hook(lambda _m, _a, out: passes.append(out.logits) if not passes else None)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _own_config_unread(module):
                 out = module.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                                      generation_config=config)
+                                      generation_config=config, **every)
         except Exception as exc:  # noqa: BLE001 - the model's own generate(), said in one line
             log(f"generation: {type(module).__name__}.generate() refused the check's prompts ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}): the reference is ptx's decoding of the module alone")
             return None
+        finally:
+            hook.remove()
+        width = ids.shape[1]
+        prompt_pass = passes[0].float().numpy() if passes and passes[0].shape[1] == width else None
         for row, k in enumerate(group):
-            tokens[k] = [int(t) for t in out[row, ids.shape[1]:]]
+            tokens[k] = [int(t) for t in out.sequences[row, width:]]
+            logits[k] = [step[row].float().numpy().copy() for step in out.logits]
+            if prompt_pass is not None and len(prompts[k]) > 1:
+                own[k] = prompt_pass[row, width - len(prompts[k]):width - 1].copy()
     if any(len(t) != steps for t in tokens):
         log(f"generation: {type(module).__name__}.generate() gave {min(map(len, tokens))} tokens where {steps} were "
             "asked: the reference is ptx's decoding of the module alone")
         return None
-    return tokens
+    record = Steps([[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts])
+    for k, rows in enumerate(logits):
+        for row, token in zip(rows, tokens[k]):
+            top, other = logit_and_best_other(row[None], np.asarray([token]))
+            record.tokens[k].append(token)
+            record.margins[k].append(float(top[0] - other[0]))
+            record.tops[k].append(float(top[0]))
+    positions = None
+    if all(r is not None or len(p) < 2 for r, p in zip(own, prompts)):
+        positions = [PromptPositions.of_rows(r, p) for r, p in zip(own, prompts)]
+    by = (f"transformers {transformers.__version__} generate(do_sample=False) in eager PyTorch "
+          f"(torch {torch.__version__})")
+    return ReferenceDecoding([list(p) for p in prompts], record, [[StepLogits.of_row(r) for r in rows]
+                                                                 for rows in logits], by,
+                             prompt_positions=positions)
 
 
 def decoding_reference(decoder, module, signature: Signature, generation: Generation, prompts, steps: int,
                     log: Callable[[str], None], streamed=None) -> ReferenceDecoding:
-    """The reference every file of ``module`` is held to: ptx's decoding of the eager decoder (whole logits at
-    each step), teacher-forced on transformers' own generate() tokens where the module generates, which ptx's
-    loop must then give: a step where eager's logits put another token above generate()'s beyond a near-tie
-    (a positions or mask bug in the loop, or a model whose forward is not its generate()'s) fails export in
-    one line (ValidationError). Else (``module`` None: it does not generate) ptx's own greedy decoding of the
-    eager module. ``streamed``: the folder (export/folder_weights.FolderWeights) the module reads each module's
-    weights from as it runs (export/streamed_module.py): ptx's greedy decoding alone, said so, since generate()'s
-    own decoding would read the whole folder again at each of its steps."""
+    """The reference every file of ``module`` is held to: transformers' own generate() of the judging prompts
+    (generated_reference: its tokens and whole logits at each step) where the module generates, so that ptx's loop
+    is on the judged side alone (a positions or mask bug in it fails every file, named by prompt and step). A
+    step where generate()'s own logits put another token above the one it chose, beyond a near-tie (a processor
+    of its generation config at work), fails export in one line (ValidationError). Else (``module`` None: it does
+    not generate, or generate() refused) ptx's own greedy decoding of the eager decoder. ``streamed``: the folder
+    (export/folder_weights.FolderWeights) the module reads each module's weights from as it runs
+    (export/streamed_module.py): ptx's greedy decoding alone, said so, since generate()'s own decoding would read
+    the whole folder again at each of its steps."""
     run = eager_run(decoder, signature)
     eager = f"eager PyTorch (torch {torch.__version__})"
     if streamed is not None:
@@ -102,29 +146,25 @@ def decoding_reference(decoder, module, signature: Signature, generation: Genera
         with passes_shown(len(batches(prompts)) * steps, f"reference: each pass reads {streamed.folder.name}") as shown:
             return reference_decoding(lambda feeds: shown(run(feeds)), signature, generation, prompts, steps,
                                       by=f"{eager}, ptx's greedy decoding")
-    tokens = None if module is None else transformers_tokens(module, prompts, steps, generation.pad, log)
-    if tokens is None:
+    reference = None if module is None else generated_reference(module, prompts, steps, generation.pad, log)
+    if reference is None:
         return reference_decoding(run, signature, generation, prompts, steps, by=f"{eager}, ptx's greedy decoding")
-    import transformers
+    held_to_its_choices(reference, module, signature.output(generation.logits).dtype)
+    log(f"generation: the reference is {reference.by}: its tokens and logits, {len(prompts)} prompts "
+        f"({', '.join(str(len(p)) for p in prompts)} tokens) x {steps} steps; every file is decoded by ptx's loop "
+        "and held to it")
+    return reference
 
-    by = f"transformers {transformers.__version__} generate(do_sample=False)"
-    reference = reference_decoding(run, signature, generation, prompts, steps, by=f"{eager}, on {by}'s tokens",
-                                   tokens=tokens)
-    tolerance = default_tolerance(signature.output(generation.logits).dtype)
-    ties = []
+
+def held_to_its_choices(reference: ReferenceDecoding, module: torch.nn.Module, dtype: str) -> None:
+    """ValidationError where generate() chose a token its own logits (``dtype``'s) put another above, beyond a
+    near-tie: a processor of ``module``'s generation config at work, which the reference's greedy must not run."""
+    tolerance = default_tolerance(dtype)
     for k, (margins, rows) in enumerate(zip(reference.steps.margins, reference.logits)):
         for step, (margin, row) in enumerate(zip(margins, rows)):
             width = tie_width(tolerance, None, row.scale)
-            if margin >= 0:
-                continue
             if -margin > width:
-                other = int(np.argmax(row.values))
-                raise ValidationError(f"ptx's decoding of the eager module parts from {by}: prompt {k + 1} step "
-                                      f"{step + 1}: eager's logits put {other} above generate()'s {tokens[k][step]} "
-                                      f"by {-margin:.3g} (a near-tie is within {width:.3g}): the positions or mask "
-                                      "ptx feeds are not the ones generate() makes")
-            ties.append(f"prompt {k + 1} step {step + 1}")
-    reference.checked = f"{by}: the same tokens" + (f" but at near-ties ({', '.join(ties)})" if ties else "")
-    log(f"generation: ptx's decoding of the eager module gives {reference.checked}, "
-        f"{len(prompts)} prompts ({', '.join(str(len(p)) for p in prompts)} tokens) x {steps} steps")
-    return reference
+                raise ValidationError(f"{reference.by}: prompt {k + 1} step {step + 1}: its logits put "
+                                      f"{int(np.argmax(row.values))} above the {reference.steps.tokens[k][step]} it "
+                                      f"chose by {-margin:.3g} (a near-tie is within {width:.3g}): a processor of "
+                                      f"{type(module).__name__}'s generation config changes greedy's choice")

@@ -191,10 +191,12 @@ def stored_of(tensor) -> tuple[Stored, bool]:
     return stored, entries.get(TRANSPOSED_KEY) == "1"
 
 
-def read_lazy(tensor, part: tuple[int, int, int] | None = None) -> np.ndarray:
-    """A lazy initializer's float32 values, in the shape the graph reads (a new contiguous array); ``part`` (axis,
-    start, stop): only that range along the graph's ``axis`` of a matrix, read alone where it is the stored tensor's
-    rows (a transposed matrix's columns are), else cut from the whole."""
+def read_lazy(tensor, part: tuple[int, int, int] | None = None, contiguous: bool = True) -> np.ndarray:
+    """A lazy initializer's float32 values, in the shape the graph reads (a new contiguous array, or where
+    ``contiguous`` is False a transposed view of one, for a caller that writes its bytes at once: tobytes() lays
+    them out in one copy where making the array contiguous first takes two); ``part`` (axis, start, stop): only
+    that range along the graph's ``axis`` of a matrix, read alone where it is the stored tensor's rows (a
+    transposed matrix's columns are), else cut from the whole."""
     stored, transposed = stored_of(tensor)
     if part is None:
         values = read_stored(stored)
@@ -202,7 +204,8 @@ def read_lazy(tensor, part: tuple[int, int, int] | None = None) -> np.ndarray:
         values = read_stored(stored, part[1:])
     else:
         values = read_stored(stored)[:, part[1]:part[2]]
-    return np.ascontiguousarray(values.T if transposed else values)
+    values = values.T if transposed else values
+    return np.ascontiguousarray(values) if contiguous else values
 
 
 def lazy_transposed(tensor, name: str):
@@ -238,7 +241,7 @@ def read_lazy_inside(proto) -> None:
     its weights in one file)."""
     for tensor in proto.graph.initializer:
         if is_lazy(tensor):
-            values = read_lazy(tensor)
+            values = read_lazy(tensor, contiguous=False)
             del tensor.external_data[:]
             tensor.data_location = tensor.DEFAULT
             tensor.raw_data = values.tobytes()

@@ -245,8 +245,8 @@ def test_a_weight_read_wrong_fails_the_int4_verdict_naming_its_layer(folder, tmp
 
     read, layer = folder_weights.read_lazy, 0
 
-    def transposed_once(tensor):
-        values = read(tensor)
+    def transposed_once(tensor, part=None, contiguous=True):
+        values = read(tensor, part, contiguous)
         planted = folder_weights.stored_of(tensor)[0].key == f"model.layers.{layer}.self_attn.o_proj.weight"
         return np.ascontiguousarray(values.T) if planted else values
 

@@ -358,6 +358,21 @@ def positions(mask: np.ndarray) -> np.ndarray:
     return np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int64)
 
 
+def logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the chosen token's logit, the largest logit of any other token) per row, as float64: their
+    difference is the chosen token's top-2 margin where it is the argmax (0 at a tie), below 0 where not.
+    The largest of a copy with the chosen entries at -inf, not a partition: on a 152k vocabulary
+    np.partition takes 0.8 ms a step, 5% of an int4 0.5B model's token on 2 cores."""
+    rows = np.arange(len(logits))
+    index = np.clip(chosen, 0, logits.shape[-1] - 1)
+    top = logits[rows, index]
+    if logits.shape[-1] < 2:
+        return top.astype(np.float64), top.astype(np.float64)
+    others = logits.astype(np.float64)  # a copy; integer logits too, which take no -inf
+    others[rows, index] = -np.inf
+    return top.astype(np.float64), others.max(axis=-1)
+
+
 @dataclass
 class Steps:
     """A greedy decoding's record: per prompt, the token chosen at each step and its top-2 margin (the
