@@ -50,9 +50,10 @@ def test_a_folder_s_decoder_is_exported_from_two_traced_layers_and_judged(export
     assert "greedy tokens: 64 of 64 as the reference's" in exported["log"]  # judged against eager as every export is
 
 
-def _traced_whole(folder: Path):
-    """The folder's decoder graph as export traces it without its weights with the repeat off (every layer
-    traced), its folder tensors read in and the rewrites export's ONNX writer makes after the trace."""
+def _traced_whole(folder: Path, repeat: bool = False):
+    """(The folder's decoder graph as export traces it without its weights with the repeat off (every layer
+    traced; ``repeat``: on, as export has it), its folder tensors read in and the rewrites export's ONNX writer makes
+    after the trace; how its layers were traced)."""
     import ptx.export.repeated_layers as repeated
     from ptx.export.cached_decoder import decoder_of, example_feeds
     from ptx.export.folder_weights import FolderWeights, read_lazy_inside
@@ -65,22 +66,23 @@ def _traced_whole(folder: Path):
     decoder.eval()
     example = tuple(torch.from_numpy(v) for v in example_feeds(signature, generation, 256).values())
     weights = FolderWeights.of(folder)
-    before, repeated.FEWEST = repeated.FEWEST, 10 ** 6
+    before, repeated.FEWEST = repeated.FEWEST, repeated.FEWEST if repeat else 10 ** 6
     try:
         with torch.no_grad():
             proto, how = _weightless_proto(decoder, example, signature, 18,
                                            folder_keys(decoder, weights, decoder.folder_prefix), weights)
     finally:
         repeated.FEWEST = before
-    assert how == ""  # a decoder of few layers: traced whole, nothing said
+    assert repeat or how == ""  # a decoder of few layers: traced whole, nothing said
     read_lazy_inside(proto)
     omit_zero_initial_states(proto)
     rsqrt_as_division(proto)
-    return proto
+    return proto, how
 
 
-def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(folder, exported):
-    a, b = onnx.load(str(exported["file"])), _traced_whole(folder)
+def _same_graph(a, b) -> None:
+    """``a`` and ``b`` are one graph: the same ops, inputs, outputs, folder weights and constants, and ONNX Runtime's
+    answers equal to the bit on one step of two rows past 4 positions."""
     assert sorted(n.op_type for n in a.graph.node) == sorted(n.op_type for n in b.graph.node)
     assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
     assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
@@ -105,6 +107,29 @@ def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_mak
         np.testing.assert_array_equal(x, y, err_msg=name)
 
 
+def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(folder, exported):
+    _same_graph(onnx.load(str(exported["file"])), _traced_whole(folder)[0])
+
+
+def gemma2(layers: int = 6):
+    """A Gemma 2 whose layers alternate sliding and full attention (its layer_types), as its checkpoints' do."""
+    config = transformers.Gemma2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                                       max_position_embeddings=256, initializer_range=0.2)
+    torch.manual_seed(0)
+    return transformers.Gemma2ForCausalLM(config).eval()
+
+
+def test_alternating_layers_are_traced_as_two_periods_and_repeated_as_every_layer_s_trace_makes(tmp_path):
+    """Gemma 2's 6 layers, sliding and full attention in turn: layers 0 to 3 traced, 2 and 3 repeated as 4 and 5;
+    the graph is the one every layer's trace makes (a past of 4 positions within and past the window of 8 alike)."""
+    gemma2().to(torch.bfloat16).save_pretrained(tmp_path / "gemma2-6")
+    repeated, how = _traced_whole(tmp_path / "gemma2-6", repeat=True)
+    assert how == ("its 6 layers traced as 4 (their layer_types repeat every 2: sliding_attention, full_attention), "
+                   "layers 4 to 5 repeated from layers 2 to 3's nodes"), how
+    _same_graph(repeated, _traced_whole(tmp_path / "gemma2-6")[0])
+
+
 def test_layers_set_apart_by_their_config_or_their_modules_are_traced_every_one():
     from ptx.export.cached_decoder import decoder_of
     from ptx.export.repeated_layers import traced_by_two_layers
@@ -126,6 +151,14 @@ def test_layers_set_apart_by_their_config_or_their_modules_are_traced_every_one(
     plain.config.no_rope_layers = [1, 1, 0, 1]  # a per-layer list, as SmolLM3's config has one
     assert why(plain) == "its config's no_rope_layers sets its layers apart"
     assert why(qwen2(layers=3)) == ""  # traced whole, quick enough: nothing said
+    # two kinds in turn, but in no whole number of periods (5 layers), or one layer of a period built otherwise
+    assert why(gemma2(layers=5)) == "its layers are of 2 kinds (full_attention, sliding_attention), in turn every 2: " \
+                                    "not a whole number of periods, 3 or more"
+    planted = gemma2()
+    planted.model.layers[4].self_attn.scaling = 0.5
+    assert why(planted) == "layer 4 is not built as layer 2 is"
+    planted.config.layer_types = ["full_attention"] * 6  # one kind, said; its modules' windows alternate
+    assert why(planted) == "layer 4 is not built as layer 2 is"
 
 
 @pytest.fixture(scope="module")
