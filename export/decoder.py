@@ -154,8 +154,8 @@ SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--sha
 class DecoderSource(ExportSource):
     """A causal LM (in eval mode) as the one driver writes it with its key/value cache: the decoder and its
     signature (decoder_of), traced at example_feeds' sizes; each file decoded through its serving runtime
-    and held to the reference (decoding_reference: eager's decoding of the judging prompts, on transformers'
-    generate() tokens where the module generates) step by step (check), which every file records for verify
+    and held to the reference (decoding_reference: transformers' generate() of the judging prompts where the
+    module generates, else ptx's decoding of the eager module) step by step (check), which every file records for verify
     (ptx.generation, with the bounds a reduced precision is held to: ``bounds``, the user's by option name).
     ``strings_of(signature)``: the metadata every file carries beside its generation contract;
     ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""

@@ -64,13 +64,14 @@ def _own_config_unread(module: torch.nn.Module):
 
 
 def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]], steps: int, pad: int,
-                        log: Callable[[str], None]) -> ReferenceDecoding | None:
+                        log: Callable[[str], None], positions: bool = True) -> ReferenceDecoding | None:
     """transformers' own greedy decoding of ``prompts`` with its cache (``generate(do_sample=False)``, every step
-    run: no end-of-sequence id), in the batches ptx decodes them in (left-padded, as transformers' users pad
-    for generation), as the reference: its tokens, each step's logits (``output_logits``: before any processor),
-    and each prompt's logits at its own positions, from its prompt pass (the model's first forward, its logits
-    at every position). Its cache, positions and mask are transformers' own, so ptx's loop sits on the judged
-    side of every check alone. None where it refused (said in one line)."""
+    run: no end-of-sequence id), in the batches ptx decodes them in (left-padded, as transformers' users pad for
+    generation; each prompt alone where the decoder takes no ``positions``), as the reference: its tokens, each
+    step's logits (``output_logits``: before any processor), and each prompt's logits at its own positions, from
+    its prompt pass (the model's first forward, its logits at every position). Its cache, positions and mask are
+    transformers' own, so ptx's loop sits on the judged side of every check alone. None where it refused (said in
+    one line)."""
     import transformers
 
     # A config of greedy alone: the model's own (a chat model's repetition penalty, suppressed tokens, sampling
@@ -78,15 +79,18 @@ def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]
     config = transformers.GenerationConfig(
         do_sample=False, num_beams=1, max_new_tokens=steps, eos_token_id=[], pad_token_id=pad, use_cache=True,
         return_dict_in_generate=True, output_logits=True,  # eos []: never ends
-        cache_implementation=module.generation_config.cache_implementation)
-    every = {"logits_to_keep": 0} if module._supports_logits_to_keep() else {}  # 0: the prompt pass's every position
+        cache_implementation=module.generation_config.cache_implementation,
+        cache_config=getattr(module.generation_config, "cache_config", None))
+    keeps = getattr(module, "_supports_logits_to_keep", lambda: False)()
+    every = {"logits_to_keep": 0} if keeps else {}  # 0: the prompt pass's logits at every position
     tokens: list[list[int]] = [[] for _ in prompts]
     logits: list[list[np.ndarray]] = [[] for _ in prompts]
     own: list[np.ndarray | None] = [None for _ in prompts]
-    for group in batches(prompts):
+    for group in batches(prompts, positions=positions):
         ids, mask = left_padded([prompts[k] for k in group], pad)
         passes: list[torch.Tensor] = []
-        hook = module.register_forward_hook(lambda _m, _a, out: passes.append(out.logits) if not passes else None)
+        hook = module.register_forward_hook(lambda _m, _a, out: None if passes else passes.append(
+            getattr(out, "logits", None)))  # the first forward of generate(): its prompt pass
         try:
             with torch.no_grad(), _own_config_unread(module):
                 out = module.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
@@ -98,7 +102,8 @@ def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]
         finally:
             hook.remove()
         width = ids.shape[1]
-        prompt_pass = passes[0].float().numpy() if passes and passes[0].shape[1] == width else None
+        prompt_pass = passes[0].float().numpy() if passes and passes[0] is not None and passes[0].ndim == 3 and \
+            passes[0].shape[1] == width else None
         for row, k in enumerate(group):
             tokens[k] = [int(t) for t in out.sequences[row, width:]]
             logits[k] = [step[row].float().numpy().copy() for step in out.logits]
@@ -115,14 +120,17 @@ def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]
             record.tokens[k].append(token)
             record.margins[k].append(float(top[0] - other[0]))
             record.tops[k].append(float(top[0]))
-    positions = None
+    at = None
     if all(r is not None or len(p) < 2 for r, p in zip(own, prompts)):
-        positions = [PromptPositions.of_rows(r, p) for r, p in zip(own, prompts)]
+        at = [PromptPositions.of_rows(r, p) for r, p in zip(own, prompts)]
+    else:
+        log(f"generation: {type(module).__name__}'s prompt pass gave no logits at every position: the files are "
+            "held to the reference's steps alone, not to its prompts' own positions")
     by = (f"transformers {transformers.__version__} generate(do_sample=False) in eager PyTorch "
           f"(torch {torch.__version__})")
     return ReferenceDecoding([list(p) for p in prompts], record, [[StepLogits.of_row(r) for r in rows]
                                                                  for rows in logits], by,
-                             prompt_positions=positions)
+                             prompt_positions=at)
 
 
 def decoding_reference(decoder, module, signature: Signature, generation: Generation, prompts, steps: int,
@@ -146,7 +154,8 @@ def decoding_reference(decoder, module, signature: Signature, generation: Genera
         with passes_shown(len(batches(prompts)) * steps, f"reference: each pass reads {streamed.folder.name}") as shown:
             return reference_decoding(lambda feeds: shown(run(feeds)), signature, generation, prompts, steps,
                                       by=f"{eager}, ptx's greedy decoding")
-    reference = None if module is None else generated_reference(module, prompts, steps, generation.pad, log)
+    reference = None if module is None else generated_reference(module, prompts, steps, generation.pad, log,
+                                                                positions=generation.position_ids is not None)
     if reference is None:
         return reference_decoding(run, signature, generation, prompts, steps, by=f"{eager}, ptx's greedy decoding")
     held_to_its_choices(reference, module, signature.output(generation.logits).dtype)

@@ -6,11 +6,12 @@ and decompositions, which take most of a large LM's export, grow with the layers
 94 s of its 232 s export), and every layer of a transformers decoder is the same code on other weights.
 
 Why by hand: neither torch.export nor torch.onnx repeats a traced block (torch's own answer, regional compilation,
-is torch.compile's, not the exporter's). The copy is made only where the two traced layers prove it right: layer
-1's nodes are layer 0's, operator for operator and attribute for attribute, each reading the same shared values
-(mask, rotary tables) or its own layer's weights, past or values, and the one value layer 1 takes from layer 0 is
-the one the model's last part reads from layer 1. Anything else (layers of different kinds, a value one layer
-leaves for a later one, a subgraph) is said as a reason, and the caller traces every layer. The exporter names each
+is torch.compile's, not the exporter's). The copy is made only where the two traced periods prove it right (a
+period: one layer, where every layer is alike): each layer of the second period is its counterpart in the first,
+operator for operator and attribute for attribute, each node reading the same shared values (masks, rotary
+tables) or its own layer's weights, past or values, and the value the second period takes from the first is the
+one the model's last part reads from the second. Anything else (layers of kinds in no such period, a value one
+period leaves for a later one, a subgraph) is said as a reason, and the caller traces every layer. The exporter names each
 node's module in its metadata (``pkg.torch.onnx.name_scopes``); the cache's updates carry no module and are
 given to the layer whose values alone they read and feed.
 """
@@ -111,7 +112,9 @@ def _period(config, layers: int, stack) -> int | str:
     kinds, varied = listed.get("layer_types") or [], [n for n, v in listed.items() if len({repr(x) for x in v}) > 1]
     why = f"its layers are of {len(set(kinds))} kinds ({', '.join(sorted(set(kinds)))})" if len(set(kinds)) > 1 \
         else f"its config's {varied[0]} sets its layers apart"
-    return why if 2 * first > layers else f"{why}, in turn every {first}: not a whole number of periods, 3 or more"
+    limit = (f"a period past {PERIOD_MOST}" if first > PERIOD_MOST else "not a whole number of periods"
+             if layers % first else "fewer than 3 periods")
+    return why if 2 * first > layers else f"{why}, in turn every {first}: {limit}"
 
 
 def _unlike(stack, period: int) -> str | None:
@@ -160,17 +163,17 @@ def _first_layers(parent, attribute: str, config, count: int):
     import torch
 
     whole, layers = getattr(parent, attribute), config.num_hidden_layers
-    listed = _per_layer(config, layers)
-    parent._modules[attribute] = torch.nn.ModuleList(list(whole)[:count])
-    config.num_hidden_layers = count
-    for name, value in listed.items():
-        setattr(config, name, value[:count])
+    own = {name: getattr(config, name) for name in _per_layer(config, layers)}  # the objects themselves, given back
     try:
+        parent._modules[attribute] = torch.nn.ModuleList(list(whole)[:count])
+        config.num_hidden_layers = count
+        for name, value in own.items():
+            setattr(config, name, list(value)[:count])
         yield
     finally:
         parent._modules[attribute] = whole
         config.num_hidden_layers = layers
-        for name, value in listed.items():
+        for name, value in own.items():
             setattr(config, name, value)
 
 
@@ -303,6 +306,8 @@ def repeat_layers(graph, stack: str, layers: int, past: dict[str, int], present:
     new graph inputs (onnx_ir Values named as the signature names them); ``presents_of(k)``: its outputs' names;
     ``weight_for(initializer, name)``: layer k's initializer named ``name``, made like the traced layer's
     ``initializer``."""
+    if layers % period:
+        return f"its {layers} layers are not a whole number of periods of {period}"
     pairing = _paired(graph, stack, past, present, period)
     if isinstance(pairing, str):
         return pairing

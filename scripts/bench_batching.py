@@ -5,7 +5,7 @@ run, ratios within it.
 
     python3 scripts/bench_batching.py [--models smollm2,qwen2_05b] [--clients 8]
         [--new-tokens 128] [--prompt-length 32] [--stagger-ms 0,250] [--work DIR]
-        [--backend ort-cpu|openvino] [--ort-attention] [--sleeping-too]
+        [--backend ort-cpu|openvino] [--ort-attention] [--int4] [--sleeping-too]
 
 For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): its
 transformers folder with a tokenizer made here with the tokenizers library (a word per id, so that every id
@@ -21,7 +21,7 @@ included), in turn with the server's answer to each alone, so that one client's 
 against the library's on the same file and backend, the machine's drift landing on both alike (--sleeping-too: a
 second server whose ONNX Runtime threads sleep between runs, PTX_ORT_SPINNING=0, in the same turns). Prints a table
 and writes WORK/results.json (another backend's run results-BACKEND.json, an --ort-attention file's
-...-in-place.json); docs/benchmarks/generation.md records a run.
+...-in-place.json, a 4-bit file's ...-int4.json); docs/benchmarks/generation.md records a run.
 """
 from __future__ import annotations
 
@@ -60,12 +60,13 @@ def word_tokenizer(vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w0", unk_token="w1")
 
 
-def exported(name: str, work: Path, in_place: bool = False) -> Path:
+def exported(name: str, work: Path, in_place: bool = False, int4: bool = False) -> Path:
     """The model's ONNX file with its tokenizer beside it (made once per --work folder; ``in_place``: exported with
-    --ort-attention, a folder of its own)."""
-    out = work / f"{name}-onnx{'-ort-attention' if in_place else ''}"
-    if (out / "model.onnx").exists():
-        return out / "model.onnx"
+    --ort-attention, a folder of its own; ``int4``: its 4-bit file, model.int4.onnx, a folder of its own)."""
+    out = work / f"{name}-onnx{'-ort-attention' if in_place else ''}{'-int4' if int4 else ''}"
+    file = out / ("model.int4.onnx" if int4 else "model.onnx")
+    if file.exists():
+        return file
     folder = work / f"{name}-folder"
     if not (folder / "config.json").exists():
         model = MODELS[name]()
@@ -73,10 +74,10 @@ def exported(name: str, work: Path, in_place: bool = False) -> Path:
         word_tokenizer(model.config.vocab_size).save_pretrained(str(folder))
         del model
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ptx", "export", str(folder), "--out", str(out), "--format", "onnx",
-                    *(["--ort-attention"] if in_place else [])], check=True)
+    subprocess.run([sys.executable, "-m", "ptx", "export", str(folder), "--out", str(out), "--format",
+                    "onnx-int4" if int4 else "onnx", *(["--ort-attention"] if in_place else [])], check=True)
     print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
-    return out / "model.onnx"
+    return file
 
 
 def prompt_text(length: int, vocab: int, seed: int) -> str:
@@ -145,7 +146,7 @@ def measure(name: str, args) -> dict:
     from ptx.infer import load
     from ptx.infer.model.text_generation import end_ids
 
-    file = exported(name, args.work, args.ort_attention)
+    file = exported(name, args.work, args.ort_attention, args.int4)
     vocab = json.loads((args.work / f"{name}-folder" / "config.json").read_text())["vocab_size"]
     # at least 5 prompts alone, so that each median has 5 rounds; the first --clients of them are sent together
     prompts = [prompt_text(args.prompt_length, vocab, seed) for seed in range(max(args.clients, 5))]
@@ -181,7 +182,7 @@ def measure(name: str, args) -> dict:
     alone_rate = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in alone)
     prefill = statistics.median(r["ttft_s"] for r in alone)
     step = statistics.median(r["step_s"] for r in alone)
-    found = dict(model=name, backend=args.backend, in_place=args.ort_attention, clients=args.clients,
+    found = dict(model=name, backend=args.backend, in_place=args.ort_attention, int4=args.int4, clients=args.clients,
                  new_tokens=args.new_tokens, prompt_length=args.prompt_length,
                  alone_tokens_per_s=alone_rate, alone_prefill_s=prefill, alone_step_s=step,
                  alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step),
@@ -216,6 +217,8 @@ def main() -> None:
                              "timed in turn with the first one's clients alone")
     parser.add_argument("--ort-attention", action="store_true",
                         help="export with --ort-attention (the cache kept in place) and serve that file")
+    parser.add_argument("--int4", action="store_true",
+                        help="export the 4-bit file (--format onnx-int4) and serve it and decode it in the library")
     args = parser.parse_args()
     if args.ort_attention and args.backend != "ort-cpu":
         parser.error("--ort-attention writes ONNX Runtime's GroupQueryAttention, which only ort-cpu runs")
@@ -224,9 +227,11 @@ def main() -> None:
                 .stdout.splitlines() if line.startswith("Model name")), platform.processor())
     results = [measure(name, args) for name in args.models.split(",")]
     record = dict(cpu=cpu, date=datetime.date.today().isoformat(), results=results)
-    variant = ("" if args.backend == "ort-cpu" else f"-{args.backend}") + ("-in-place" if args.ort_attention else "")
+    variant = ("" if args.backend == "ort-cpu" else f"-{args.backend}") + ("-in-place" if args.ort_attention else "") \
+        + ("-int4" if args.int4 else "")
     (args.work / f"results{variant}.json").write_text(json.dumps(record, indent=1))
-    print(f"{cpu}, {record['date']}, --backend {args.backend}{' --ort-attention' if args.ort_attention else ''}")
+    print(f"{cpu}, {record['date']}, --backend {args.backend}{' --ort-attention' if args.ort_attention else ''}"
+          f"{' --int4' if args.int4 else ''}")
     print("| model | clients start | tokens/s | x one client alone | step ms | TTFT p95 ms (each) | texts as alone |")
     for r in results:
         print(f"| {r['model']} | the library alone (`ptx generate`'s decode, no server) | {r['library_tokens_per_s']:.1f} | "

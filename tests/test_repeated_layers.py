@@ -82,7 +82,7 @@ def _traced_whole(folder: Path, repeat: bool = False):
 
 def _same_graph(a, b) -> None:
     """``a`` and ``b`` are one graph: the same ops, inputs, outputs, folder weights and constants, and ONNX Runtime's
-    answers equal to the bit on one step of two rows past 4 positions."""
+    answers equal to the bit on one run of three positions of two rows past 10 (13 in all: past a window of 8)."""
     assert sorted(n.op_type for n in a.graph.node) == sorted(n.op_type for n in b.graph.node)
     assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
     assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
@@ -97,10 +97,10 @@ def _same_graph(a, b) -> None:
     import onnxruntime
 
     rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(0, 256, (2, 3)), "attention_mask": np.ones((2, 7), np.int64),
-             "position_ids": np.tile(np.arange(4, 7), (2, 1)), "logits_to_keep": np.array([1, 2])}
+    feeds = {"input_ids": rng.integers(0, 256, (2, 3)), "attention_mask": np.ones((2, 13), np.int64),
+             "position_ids": np.tile(np.arange(10, 13), (2, 1)), "logits_to_keep": np.array([1, 2])}
     feeds = {k: v.astype(np.int64) for k, v in feeds.items()}
-    feeds.update({i.name: rng.standard_normal((2, 2, 4, 16)).astype(np.float32) for i in a.graph.input
+    feeds.update({i.name: rng.standard_normal((2, 2, 10, 16)).astype(np.float32) for i in a.graph.input
                   if i.name.startswith("past_key_values.")})
     answers = [onnxruntime.InferenceSession(m.SerializeToString()).run(None, feeds) for m in (a, b)]
     for name, x, y in zip([o.name for o in a.graph.output], *answers):
@@ -121,8 +121,9 @@ def gemma2(layers: int = 6):
 
 
 def test_alternating_layers_are_traced_as_two_periods_and_repeated_as_every_layer_s_trace_makes(tmp_path):
-    """Gemma 2's 6 layers, sliding and full attention in turn: layers 0 to 3 traced, 2 and 3 repeated as 4 and 5;
-    the graph is the one every layer's trace makes (a past of 4 positions within and past the window of 8 alike)."""
+    """Gemma 2's 6 layers, sliding and full attention in turn: layers 0 to 3 traced, 2 and 3 repeated as 4 and 5; the
+    graph is the one every layer's trace makes, on positions past the window of 8, where a sliding layer reading the
+    full layers' mask would answer otherwise (one copy reading the one before: the Qwen2 above, whose code it is)."""
     gemma2().to(torch.bfloat16).save_pretrained(tmp_path / "gemma2-6")
     repeated, how = _traced_whole(tmp_path / "gemma2-6", repeat=True)
     assert how == ("its 6 layers traced as 4 (their layer_types repeat every 2: sliding_attention, full_attention), "
@@ -153,7 +154,9 @@ def test_layers_set_apart_by_their_config_or_their_modules_are_traced_every_one(
     assert why(qwen2(layers=3)) == ""  # traced whole, quick enough: nothing said
     # two kinds in turn, but in no whole number of periods (5 layers), or one layer of a period built otherwise
     assert why(gemma2(layers=5)) == "its layers are of 2 kinds (full_attention, sliding_attention), in turn every 2: " \
-                                    "not a whole number of periods, 3 or more"
+                                    "not a whole number of periods"
+    assert why(gemma2(layers=4)) == "its layers are of 2 kinds (full_attention, sliding_attention), in turn every 2: " \
+                                    "fewer than 3 periods"
     planted = gemma2()
     planted.model.layers[4].self_attn.scaling = 0.5
     assert why(planted) == "layer 4 is not built as layer 2 is"

@@ -135,7 +135,8 @@ class ReferenceDecoding:
     """The decoding every row is held to: its ``prompts``, its greedy ``steps`` (each prompt's tokens, their
     top-2 margins and chosen logits), and each prompt's ``logits`` per step (StepLogits: whole rows where
     export holds them, the kept ones where a file records them; None where an older file records tokens
-    only). ``by``: who decoded it; ``checked``: what else it was held to (transformers' generate()). An
+    only). ``by``: who decoded it; ``checked``: what else it was held to (transformers' generate(), which an
+    encoder-decoder's eager decoding is held to; a causal LM's reference is generate() itself). An
     encoder-decoder's prompts are its encoder's sources: token ids, or an array of features (Whisper's).
     ``prompt_positions``: each prompt's own positions (None where a file records none: an older file, an
     encoder-decoder, whose decoder's prompt is its start ids)."""
