@@ -26,6 +26,8 @@ from typing import Callable
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 
+from .ir_equal import same_attributes, same_constant
+
 SCOPES = "pkg.torch.onnx.name_scopes"
 LAYER_NAME = re.compile(r"^(past_key_values|present)\.(\d+)\.")  # export/cached_decoder.py's cache tensors
 FEWEST = 4  # a decoder of fewer layers is traced whole: two of three saves little
@@ -263,24 +265,6 @@ def _sizes(graph, weights: str) -> set:
     return static
 
 
-def _same_attributes(a, b) -> bool:
-    if list(a.attributes) != list(b.attributes):
-        return False
-    for name, attr in a.attributes.items():
-        other = b.attributes[name]
-        if attr.type != other.type:
-            return False
-        kind = str(attr.type)
-        if "GRAPH" in kind:
-            return False  # a subgraph's copy is not made here
-        if "TENSOR" in kind:
-            if attr.value.numpy().tobytes() != other.value.numpy().tobytes():
-                return False
-        elif attr.value != other.value:
-            return False
-    return True
-
-
 @dataclass
 class _Pairing:
     """The second period of layers proven to be the first (_paired; a period is one layer where every layer is
@@ -364,11 +348,11 @@ def _paired(graph, stack: str, past: dict[str, int], present: dict[str, int], pe
     for a, b in zip(first, second):
         one, other = owner[a], owner[b]
         if other != one + period or (a.domain, a.op_type, a.overload, len(a.inputs), len(a.outputs)) != \
-                (b.domain, b.op_type, b.overload, len(b.inputs), len(b.outputs)) or not _same_attributes(a, b):
+                (b.domain, b.op_type, b.overload, len(b.inputs), len(b.outputs)) or not same_attributes(a, b):
             return f"layer {other}'s {b.op_type} node {b.name} is not layer {one}'s {a.op_type} ({a.name})"
         for x, y in zip(a.inputs, b.inputs):
             if y in lent:  # a size or constant the first period computed: the first reads the same, or its equal
-                why = None if x is y or _same_constant(x, y) else f"layer {other} reads {y.name} where layer {one} " \
+                why = None if x is y or same_constant(x, y) else f"layer {other} reads {y.name} where layer {one} " \
                                                                   f"reads {x.name}"
             else:
                 why = _paired_input(x, y, (one, other), block, pairing.counterpart, pairing.carried, past,
@@ -433,13 +417,21 @@ def _copy_layer(graph, shift: int, stack: str, pairing: _Pairing, inputs: dict, 
                 ins.append(value)
         k = pairing.owner[node] + shift
         outs = [ir.Value(name=f"{o.name}__layer{k}", shape=o.shape, type=o.type) for o in node.outputs]
+        meta = dict(node.metadata_props)  # its module named as layer k's: locate and departure read the layers so
+        meta[SCOPES] = repr([_shifted(scope, stack, shift) for scope in _scopes(node)])
         copy = ir.Node(node.domain, node.op_type, ins, attributes=list(node.attributes.values()),
                        overload=node.overload, outputs=outs, version=node.version, name=f"{node.name}__layer{k}",
-                       metadata_props=dict(node.metadata_props))
+                       metadata_props=meta)
         graph.insert_after(last, copy)
         last = copy
         clone.update(zip(node.outputs, outs))
     return clone, last
+
+
+def _shifted(scope: str, stack: str, shift: int) -> str:
+    """A module path ``stack``.K... as ``stack``.(K + ``shift``)...; any other as it is."""
+    index, dot, rest = scope[len(stack) + 1:].partition(".") if scope.startswith(stack + ".") else ("", "", "")
+    return f"{stack}.{int(index) + shift}{dot}{rest}" if index.isdigit() else scope
 
 
 def _weight_layer(value, stack: str) -> tuple[int, str] | None:
@@ -472,28 +464,6 @@ def _paired_input(x, y, layers: tuple[int, int], block, counterpart, carried, pa
         if carried.setdefault(y, x) is not x:
             return f"{y.name} stands for two values"
         return None
-    if _same_constant(x, y):
+    if same_constant(x, y):
         return None
     return f"layer {other} reads {y.name} where layer {one} reads {x.name}"
-
-
-def _constant(value):
-    """A constant's values (an initializer's, or a Constant node's), or None."""
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    node = value.producer()
-    if node is not None and node.op_type == "Constant" and not node.inputs and len(node.attributes) == 1:
-        attr = next(iter(node.attributes.values()))
-        held = attr.value
-        return held.numpy() if hasattr(held, "numpy") else held
-    return None
-
-
-def _same_constant(x, y) -> bool:
-    import numpy as np
-
-    a, b = _constant(x), _constant(y)
-    if a is None or b is None:
-        return False
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

@@ -3,6 +3,7 @@
 layers could fail to stand for the rest sends the export back to tracing them all."""
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def _traced_whole(folder: Path, repeat: bool = False):
 def _same_graph(a, b) -> None:
     """``a`` and ``b`` are one graph: the same ops, inputs, outputs, folder weights and constants, and ONNX Runtime's
     answers equal to the bit on one run of three positions of two rows past 10 (13 in all: past a window of 8)."""
-    assert sorted(n.op_type for n in a.graph.node) == sorted(n.op_type for n in b.graph.node)
+    # each node's op and module path (the exporter's name_scopes, which locate and export's departure read): a
+    # repeated layer's nodes named as their own layer's, not as the layer they were copied from
+    assert _nodes_by_module(a) == _nodes_by_module(b)
     assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
     assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
     # the weights by their folder names; the constants the exporter made, named by its counter, by their values
@@ -105,6 +108,14 @@ def _same_graph(a, b) -> None:
     answers = [onnxruntime.InferenceSession(m.SerializeToString()).run(None, feeds) for m in (a, b)]
     for name, x, y in zip([o.name for o in a.graph.output], *answers):
         np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def _nodes_by_module(model) -> list[tuple[str, tuple]]:
+    """Each node's op and its module path (the exporter's name_scopes but their last, the node's own counted name)."""
+    def path(node) -> tuple:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+        return tuple(ast.literal_eval(scopes)[:-1])
+    return sorted((n.op_type, path(n)) for n in model.graph.node)
 
 
 def test_the_file_made_from_two_traced_layers_is_the_one_every_layer_s_trace_makes(folder, exported):
