@@ -16,10 +16,10 @@ import torch
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import Generation, Steps, batches, left_padded, logit_and_best_other
 from ptx.contract.generation_judge import tie_width
-from ptx.contract.reference_decoding import PromptPositions, ReferenceDecoding, StepLogits
+from ptx.contract.reference_decoding import ReferenceDecoding, StepLogits
 from ptx.contract.tensors import Signature
 from ptx.errors import ValidationError
-from ptx.infer.model.generation_check import reference_decoding
+from ptx.infer.model.generation_check import decoding_groups, own_prompt_rows, prompt_positions, reference_decoding
 
 
 def eager_run(decoder: torch.nn.Module, signature: Signature):
@@ -64,14 +64,15 @@ def _own_config_unread(module: torch.nn.Module):
 
 
 def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]], steps: int, pad: int,
-                        log: Callable[[str], None], positions: bool = True) -> ReferenceDecoding | None:
+                        log: Callable[[str], None], groups: Sequence[Sequence[int]] | None = None
+                        ) -> ReferenceDecoding | None:
     """transformers' own greedy decoding of ``prompts`` with its cache (``generate(do_sample=False)``, every step
-    run: no end-of-sequence id), in the batches ptx decodes them in (left-padded, as transformers' users pad for
-    generation; each prompt alone where the decoder takes no ``positions``), as the reference: its tokens, each
-    step's logits (``output_logits``: before any processor), and each prompt's logits at its own positions, from
-    its prompt pass (the model's first forward, its logits at every position). Its cache, positions and mask are
-    transformers' own, so ptx's loop sits on the judged side of every check alone. None where it refused (said in
-    one line)."""
+    run: no end-of-sequence id), in the batches ptx decodes them in (``groups``: decoding_groups', each left-padded
+    as transformers' users pad for generation; default ptx.contract.generation.batches'), as the reference: its
+    tokens, each step's logits (``output_logits``: before any processor), and each prompt's logits at its own
+    positions, from its prompt pass (the model's first forward, its logits at every position). Its cache, positions
+    and mask are transformers' own, so ptx's loop sits on the judged side of every check alone. None where it
+    refused (said in one line)."""
     import transformers
 
     # A config of greedy alone: the model's own (a chat model's repetition penalty, suppressed tokens, sampling
@@ -86,7 +87,7 @@ def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]
     tokens: list[list[int]] = [[] for _ in prompts]
     logits: list[list[np.ndarray]] = [[] for _ in prompts]
     own: list[np.ndarray | None] = [None for _ in prompts]
-    for group in batches(prompts, positions=positions):
+    for group in groups or batches(prompts):
         ids, mask = left_padded([prompts[k] for k in group], pad)
         passes: list[torch.Tensor] = []
         hook = module.register_forward_hook(lambda _m, _a, out: None if passes else passes.append(
@@ -101,29 +102,19 @@ def generated_reference(module: torch.nn.Module, prompts: Sequence[Sequence[int]
             return None
         finally:
             hook.remove()
-        width = ids.shape[1]
-        prompt_pass = passes[0].float().numpy() if passes and passes[0] is not None and passes[0].ndim == 3 and \
-            passes[0].shape[1] == width else None
+        if passes and passes[0] is not None:
+            own_prompt_rows(passes[0].float().numpy(), group, prompts, own)
         for row, k in enumerate(group):
-            tokens[k] = [int(t) for t in out.sequences[row, width:]]
+            tokens[k] = [int(t) for t in out.sequences[row, ids.shape[1]:]]
             logits[k] = [step[row].float().numpy().copy() for step in out.logits]
-            if prompt_pass is not None and len(prompts[k]) > 1:
-                own[k] = prompt_pass[row, width - len(prompts[k]):width - 1].copy()
     if any(len(t) != steps for t in tokens):
         log(f"generation: {type(module).__name__}.generate() gave {min(map(len, tokens))} tokens where {steps} were "
             "asked: the reference is ptx's decoding of the module alone")
         return None
-    record = Steps([[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts])
-    for k, rows in enumerate(logits):
-        for row, token in zip(rows, tokens[k]):
-            top, other = logit_and_best_other(row[None], np.asarray([token]))
-            record.tokens[k].append(token)
-            record.margins[k].append(float(top[0] - other[0]))
-            record.tops[k].append(float(top[0]))
-    at = None
-    if all(r is not None or len(p) < 2 for r, p in zip(own, prompts)):
-        at = [PromptPositions.of_rows(r, p) for r, p in zip(own, prompts)]
-    else:
+    chosen = [logit_and_best_other(np.stack(rows), np.asarray(t)) for rows, t in zip(logits, tokens)]
+    record = Steps(tokens, [(top - other).tolist() for top, other in chosen], [top.tolist() for top, _ in chosen])
+    at = prompt_positions(own, prompts)
+    if at is None:
         log(f"generation: {type(module).__name__}'s prompt pass gave no logits at every position: the files are "
             "held to the reference's steps alone, not to its prompts' own positions")
     by = (f"transformers {transformers.__version__} generate(do_sample=False) in eager PyTorch "
@@ -155,7 +146,7 @@ def decoding_reference(decoder, module, signature: Signature, generation: Genera
             return reference_decoding(lambda feeds: shown(run(feeds)), signature, generation, prompts, steps,
                                       by=f"{eager}, ptx's greedy decoding")
     reference = None if module is None else generated_reference(module, prompts, steps, generation.pad, log,
-                                                                positions=generation.position_ids is not None)
+                                                                decoding_groups(generation, prompts))
     if reference is None:
         return reference_decoding(run, signature, generation, prompts, steps, by=f"{eager}, ptx's greedy decoding")
     held_to_its_choices(reference, module, signature.output(generation.logits).dtype)

@@ -77,11 +77,10 @@ def traced_by_two_layers(decoder, example: tuple, signature: Signature, trace: C
         return None, why
     if period == 1:
         return program, f"its {layers} layers traced as 2, layers 2 to {layers - 1} repeated from layer 1's nodes"
-    varied = [f"{n} repeat every {period}: {', '.join(map(str, v[:period]))}"
-              for n, v in _per_layer(config, layers).items() if len({repr(x) for x in v}) > 1]
-    return program, (f"its {layers} layers traced as {traced} (their {varied[0] if varied else 'modules repeat'}"
-                     f"{'' if varied else f' every {period}'}), layers {traced} to {layers - 1} repeated from layers "
-                     f"{period} to {traced - 1}'s nodes")
+    name, values = next(iter(_varied(_per_layer(config, layers)).items()), ("modules", None))
+    every = f"every {period}" + (f": {', '.join(map(str, values[:period]))}" if values else "")
+    return program, (f"its {layers} layers traced as {traced} (their {name} repeat {every}), layers {traced} to "
+                     f"{layers - 1} repeated from layers {period} to {traced - 1}'s nodes")
 
 
 def cache_layers(signature: Signature) -> tuple[dict[str, int], dict[str, int]]:
@@ -98,6 +97,11 @@ def _per_layer(config, layers: int) -> dict[str, list]:
             if isinstance(value, (list, tuple)) and len(value) == layers}
 
 
+def _varied(listed: dict[str, list]) -> dict[str, list]:
+    """The per-layer settings of ``listed`` (_per_layer) that hold more than one value."""
+    return {name: value for name, value in listed.items() if len({repr(v) for v in value}) > 1}
+
+
 def _period(config, layers: int, stack) -> int | str:
     """The fewest layers after which the layers' kinds, settings and modules repeat (1: every layer alike; 2: Gemma
     2's sliding and full attention in turn), where they divide the layers into more than two such periods and at
@@ -111,9 +115,9 @@ def _period(config, layers: int, stack) -> int | str:
         return period
     if fits:
         return _unlike(stack, fits[-1])  # the longest period tried: the layer it still finds apart
-    kinds, varied = listed.get("layer_types") or [], [n for n, v in listed.items() if len({repr(x) for x in v}) > 1]
+    kinds = listed.get("layer_types") or []
     why = f"its layers are of {len(set(kinds))} kinds ({', '.join(sorted(set(kinds)))})" if len(set(kinds)) > 1 \
-        else f"its config's {varied[0]} sets its layers apart"
+        else f"its config's {next(iter(_varied(listed)))} sets its layers apart"
     limit = (f"a period past {PERIOD_MOST}" if first > PERIOD_MOST else "not a whole number of periods"
              if layers % first else "fewer than 3 periods")
     return why if 2 * first > layers else f"{why}, in turn every {first}: {limit}"

@@ -42,7 +42,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
     logits: list[list[np.ndarray]] = [[] for _ in prompts]
     own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
-    for group in _groups(generation, prompts):
+    for group in decoding_groups(generation, prompts):
         try:
             decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, cache)
         except DecodingOutOfMemory as exc:  # the judge's prompts: fewer is not the user's to ask
@@ -64,9 +64,15 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
 
 
 def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[np.ndarray | None]) -> None:
-    """Each prompt's logits at its own positions but the last, out of its batch's left-padded prompt pass, into
-    ``into`` by prompt; a pass that gave fewer positions than the batch's ids (its last only) gives none."""
+    """own_prompt_rows of the decoding's prompt pass, which it then lets go."""
     every, decoding.prompt_logits = decoding.prompt_logits, None
+    own_prompt_rows(every, group, prompts, into)
+
+
+def own_prompt_rows(every: np.ndarray, group: Sequence[int], prompts, into: list[np.ndarray | None]) -> None:
+    """Each prompt of ``group`` its logits at its own positions but the last, out of its batch's left-padded prompt
+    pass ``every``, into ``into`` by prompt; a pass that gave fewer positions than the batch's ids (its last only)
+    gives none."""
     width = max(len(prompts[k]) for k in group)  # the prompt pass's: its prompts left-padded to the longest
     if every.ndim != 3 or every.shape[1] != width:
         return
@@ -76,7 +82,7 @@ def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[n
             into[k] = every[row, width - length:width - 1].copy()
 
 
-def _groups(generation: Generation, prompts) -> list[list[int]]:
+def decoding_groups(generation: Generation, prompts) -> list[list[int]]:
     """The prompts' indices in the batches they are decoded in: an encoder-decoder's sources in one batch
     (right-padded ids, or features of one shape), a causal LM's as ptx.contract.generation.batches says (each
     alone where the file takes no positions)."""
@@ -99,19 +105,24 @@ def _decoding(run: Run, signature: Signature, generation: Generation, prompts, s
 
 
 def reference_decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, by: str,
-                       tokens: Sequence[Sequence[int]] | None = None, encoder=None) -> ReferenceDecoding:
-    """``run``'s decoding of ``prompts`` as the reference every row is held to: greedy, or teacher-forced on
-    ``tokens`` (another decoder's: transformers' generate()), each step's whole logits kept. Where forced,
-    a step whose token is not ``run``'s own top has a margin below 0 in the record. An encoder-decoder's
-    ``prompts`` are its sources (lists of ids, or an array of features) and ``encoder`` its encoder's runner."""
-    record, logits, own_positions, _, _ = _decoded(run, signature, generation, prompts, steps, tokens, keep=True,
+                       encoder=None) -> ReferenceDecoding:
+    """``run``'s greedy decoding of ``prompts`` as the reference every row is held to, each step's whole logits
+    kept. An encoder-decoder's ``prompts`` are its sources (lists of ids, or an array of features) and ``encoder``
+    its encoder's runner."""
+    record, logits, own_positions, _, _ = _decoded(run, signature, generation, prompts, steps, None, keep=True,
                                                    encoder=encoder, what="the reference's decoding")
     kept = prompts if isinstance(prompts, np.ndarray) else [list(p) for p in prompts]
-    positions = None
-    if not isinstance(prompts, np.ndarray) and all(r is not None or len(p) < 2 for r, p in zip(own_positions, kept)):
-        positions = [PromptPositions.of_rows(r, p) for r, p in zip(own_positions, kept)]
+    positions = None if isinstance(prompts, np.ndarray) else prompt_positions(own_positions, kept)
     return ReferenceDecoding(kept, record, [[StepLogits.of_row(r) for r in rows] for rows in logits], by,
                              prompt_positions=positions)
+
+
+def prompt_positions(own: Sequence[np.ndarray | None], prompts) -> list[PromptPositions] | None:
+    """Each prompt's own positions (own_prompt_rows' logits), or None where a prompt of two tokens or more has
+    none (its pass gave its last position's logits only)."""
+    if all(rows is not None or len(p) < 2 for rows, p in zip(own, prompts)):
+        return [PromptPositions.of_rows(rows, p) for rows, p in zip(own, prompts)]
+    return None
 
 
 def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
