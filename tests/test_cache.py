@@ -11,6 +11,8 @@ from greedy's, named by step: a cache truncated one position short, a row that l
 that stay read the wrong rows), a draft accepted past a mismatch."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,28 @@ def parted(want: list[int], got: list[int], prompt: int = 0):
 def test_each_form_decodes_greedy_alone_and_left_padded(form):
     assert [decoding(form, [p]).to_end().tokens[0] for p in PROMPTS] == [greedy(p) for p in PROMPTS]
     assert decoding(form, PROMPTS).to_end().tokens == [greedy(p) for p in PROMPTS]
+
+
+def test_what_arrays_gives_stays_as_it_was_once_the_cache_is_released(form):
+    """A form's arrays() are the rows' values copied out: a cache that joins a running batch is released before its
+    values are loaded into the batch's (Cache.add). A view of memory the cache held (an OrtValue's numpy() on the
+    CPU is one, of a host array only that OrtValue keeps) would read freed memory there."""
+    d = decoding(form, [PROMPTS[0]], new=6)
+    for _ in range(3):
+        d.take(d.step())
+    cache = d.cache
+    # as long as its buffer, as a joining prompt's cache is (its buffer of its prompt's positions): a slice of a
+    # whole buffer is contiguous, so ascontiguousarray would give a view of it
+    cache.fit(max(cache.length, getattr(cache, "capacity", 0)))
+    taken = cache.arrays()
+    as_taken = {name: a.copy() for name, a in taken.items()}
+    cache.release()
+    gc.collect()
+    # memory of the same sizes taken again, as the next decodings' would take what the cache let go
+    taken_again = [np.full(a.shape, -7, a.dtype) for a in taken.values() for _ in range(32)]
+    for name, a in taken.items():
+        np.testing.assert_array_equal(a, as_taken[name], err_msg=name)
+    del taken_again
 
 
 def run_batch(form, plan, speculate=None):

@@ -104,13 +104,16 @@ class DeviceSlotCache(SlotCache):
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The filled positions of this cache's rows, copied to the host (a buffer may hold more rows: a graph step
-        session's padding rows, ort_graph_cache.py)."""
+        session's padding rows, ort_graph_cache.py). Always a copy: on the CPU an OrtValue's numpy() is a view of
+        the host array it was made from, which the OrtValue alone keeps alive; a view (ascontiguousarray of a slice
+        that is contiguous already) read after the cache released it (Cache.add releases the joining cache before it
+        loads) reads freed memory."""
         if self._buffers is None:
             return dict(self._empty)
         out = {}
         for name, b in self._buffers.items():
             rows = (slice(None),) * self._batch_axes[name] + (slice(0, self.rows),)
-            out[name] = np.ascontiguousarray(b.numpy()[self._first(self.length)][rows])
+            out[name] = np.array(b.numpy()[self._first(self.length)][rows], order="C", copy=True)
         return out
 
     def advance(self, outputs: Mapping[str, object]) -> None:

@@ -23,7 +23,9 @@ from .memory_plan import give_back_freed
 
 
 def as_array(value) -> np.ndarray:
-    """An array of a value a runtime holds (an OrtValue, OpenVINO's HeldState): an array as it is, else copied out."""
+    """An array of a value a runtime holds (an OrtValue, OpenVINO's HeldState): an array as it is, else its numpy():
+    a copy from a device, but on the CPU a view of an OrtValue's memory, valid while that OrtValue lives (ONNX
+    Runtime's outputs: the view keeps them alive; one made from a host array does not keep that array)."""
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
