@@ -64,7 +64,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
 
 
 def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[np.ndarray | None]) -> None:
-    """own_prompt_rows of the decoding's prompt pass, which it then lets go."""
+    """own_prompt_rows of the decoding's prompt pass, which the decoding then lets go (the rows hold it)."""
     every, decoding.prompt_logits = decoding.prompt_logits, None
     own_prompt_rows(every, group, prompts, into)
 
@@ -72,14 +72,16 @@ def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[n
 def own_prompt_rows(every: np.ndarray, group: Sequence[int], prompts, into: list[np.ndarray | None]) -> None:
     """Each prompt of ``group`` its logits at its own positions but the last, out of its batch's left-padded prompt
     pass ``every``, into ``into`` by prompt; a pass that gave fewer positions than the batch's ids (its last only)
-    gives none."""
+    gives none. Views of ``every``, which nothing writes again (a runner's outputs are its own: a graph's reused
+    buffers are copied out by its runner): a copy of a 448-token pass over a vocabulary of 151,936 is 272 MB, which
+    took 0.3-0.6 s a pass in a 0.5B export, where the views hold no more than the pass, its padding included."""
     width = max(len(prompts[k]) for k in group)  # the prompt pass's: its prompts left-padded to the longest
     if every.ndim != 3 or every.shape[1] != width:
         return
     for row, k in enumerate(group):
         length = len(prompts[k])
         if length > 1:
-            into[k] = every[row, width - length:width - 1].copy()
+            into[k] = every[row, width - length:width - 1]
 
 
 def decoding_groups(generation: Generation, prompts) -> list[list[int]]:
