@@ -91,7 +91,7 @@ def _bytes_of(tensor, folder: Path) -> bytes:
     from .folder_weights import is_lazy, read_lazy
 
     if is_lazy(tensor):
-        return read_lazy(tensor, contiguous=False).tobytes()
+        return read_lazy(tensor).tobytes()
     entries = {e.key: e.value for e in tensor.external_data}
     with open(Path(folder) / entries["location"], "rb") as handle:
         handle.seek(int(entries.get("offset", 0)))

@@ -114,28 +114,26 @@ def rsqrt_as_division(model) -> int:
     return rewritten
 
 
-def weight_of(tensor, folder=None, contiguous: bool = True):
+def weight_of(tensor, folder=None):
     """An initializer's values as a numpy array, read from ``folder``'s data file where they are external, or
     from a transformers folder's shard where the tensor names one (export/folder_weights.py: a graph traced
-    without its weights; ``contiguous`` False: a transposed view where the graph reads it so, for a caller that
-    writes its bytes at once)."""
+    without its weights)."""
     from onnx import numpy_helper
 
     from .folder_weights import is_lazy, read_lazy
 
     if is_lazy(tensor):
-        return read_lazy(tensor, contiguous=contiguous)
+        return read_lazy(tensor)
     return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
 
 
-def weight_part(tensor, folder, axis: int, start: int, stop: int, contiguous: bool = True):
+def weight_part(tensor, folder, axis: int, start: int, stop: int):
     """An initializer's values [start, stop) along ``axis`` of a matrix: read alone where it is a transformers
-    folder's tensor whose rows they are (export/folder_weights.py), else cut from the whole (``contiguous``: as
-    weight_of's)."""
+    folder's tensor whose rows they are (export/folder_weights.py), else cut from the whole."""
     from .folder_weights import is_lazy, read_lazy
 
     if is_lazy(tensor):
-        return read_lazy(tensor, (axis, start, stop), contiguous)
+        return read_lazy(tensor, (axis, start, stop))
     import numpy as np
 
     return np.ascontiguousarray(weight_of(tensor, folder)[(slice(None),) * axis + (slice(start, stop),)])

@@ -110,6 +110,17 @@ def test_a_bfloat16_tensor_reads_as_torch_widens_it(folder):
     assert np.array_equal(weights.read(stored.key), theirs)
 
 
+def test_a_weight_read_transposed_is_its_transpose_block_by_block():
+    """folder_weights.transposed_copy (blocks of rows, for speed): numpy's transpose, contiguous, at sizes that are
+    not whole blocks and from a view that is not contiguous either."""
+    from ptx.export.folder_weights import TRANSPOSE_ROWS, transposed_copy
+
+    values = np.random.default_rng(0).standard_normal((3 * TRANSPOSE_ROWS + 5, 2 * TRANSPOSE_ROWS + 3), np.float32)
+    for view in (values, values[:, 7:], values[:1], values[:TRANSPOSE_ROWS]):
+        got = transposed_copy(view)
+        assert got.flags.c_contiguous and np.array_equal(got, view.T)
+
+
 def test_a_damaged_or_missing_shard_is_one_line(folder, tmp_path):
     import shutil
 
@@ -245,8 +256,8 @@ def test_a_weight_read_wrong_fails_the_int4_verdict_naming_its_layer(folder, tmp
 
     read, layer = folder_weights.read_lazy, 0
 
-    def transposed_once(tensor, part=None, contiguous=True):
-        values = read(tensor, part, contiguous)
+    def transposed_once(tensor, part=None):
+        values = read(tensor, part)
         planted = folder_weights.stored_of(tensor)[0].key == f"model.layers.{layer}.self_attn.o_proj.weight"
         return np.ascontiguousarray(values.T) if planted else values
 

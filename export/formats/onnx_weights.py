@@ -213,8 +213,8 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
     for start in range(0, dims[axis], step):
         stop = min(dims[axis], start + step)
         alone = onnx.GraphProto()  # the weight (or its piece), read, in a graph the quantizer extends
-        add_constant(alone, name, weight_of(tensor, folder, contiguous=False) if stop - start == dims[axis] else
-                     weight_part(tensor, folder, axis, start, stop, contiguous=False), None)
+        add_constant(alone, name, weight_of(tensor, folder) if stop - start == dims[axis] else
+                     weight_part(tensor, folder, axis, start, stop), None)
         made = quantizer.quantize(node, [alone])
         if made == [node]:
             return None, []
