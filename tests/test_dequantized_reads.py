@@ -161,14 +161,19 @@ def test_the_opset_is_raised_to_21_only_where_no_op_changes_its_meaning(inside_a
     assert plain.opset_import[0].version == 21 and _rewritten(plain)[1] == (1, 1)  # now the head is blocked too
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("with_group_norm", [False, True])
-def test_onnx_int4_keeps_a_table_f32_where_its_int4_form_would_change_an_op_s_meaning(tmp_path, with_group_norm):
-    """onnx-int4's embedding table (GatherBlockQuantized's int4 type) needs opset 21: where a GroupNormalization would
-    change meaning there, the table stays f32 and the export says why; elsewhere it is quantized, the opset 21."""
+def test_onnx_int4_keeps_a_table_f32_where_its_int4_form_would_change_an_op_s_meaning(tmp_path, with_group_norm,
+                                                                                       symmetric):
+    """An asymmetric onnx-int4's embedding table (GatherBlockQuantized's uint4 type) needs opset 21: where a
+    GroupNormalization would change meaning there, the table stays f32 and the export says why; elsewhere it is
+    quantized, the opset 21. A symmetric file's table is packed bytes (uint8, onnx_tables.py), of any opset: it is
+    quantized, the opset left as it was, its rows as the kernel quantizes the same values as a MatMul weight."""
     from ptx.export.formats.onnx_weights import quantize_in_place
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "table"),
+    table = rng.standard_normal((64, 32)).astype(np.float32)
+    inits = [numpy_helper.from_array(table, "table"),
              numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w")]
     nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], axis=0), helper.make_node("MatMul", ["e", "w"], ["y"])]
     model = _with_group_norm(18, inside_a_branch=False) if with_group_norm else _graph(opset=18)
@@ -176,14 +181,38 @@ def test_onnx_int4_keeps_a_table_f32_where_its_int4_form_would_change_an_op_s_me
     model.graph.node.extend(nodes)
     model.graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3]))
     model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64]))
-    kept = quantize_in_place(model, tmp_path, 4, 32, True, 4)
+    kept = quantize_in_place(model, tmp_path, 4, 32, symmetric, 4)
     ops = [n.op_type for n in model.graph.node]
     assert "MatMulNBits" in ops
-    if with_group_norm:
+    if symmetric:
+        assert kept == [] and "GatherBlockQuantized" in ops and model.opset_import[0].version == 18
+        gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+        data = next(t for t in model.graph.initializer if t.name == gather.input[0])
+        assert data.data_type == TensorProto.UINT8 and list(data.dims) == [64, 16]
+        # each row: 4-bit codes about zero point 8, two a byte (the first in the low nibble), a scale per block: the
+        # codes and scales the quantizer's own Gather path makes (signed int4) of these values (no ties among them)
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantizer
+
+        codes = np.frombuffer(_bytes(data, tmp_path), np.uint8).reshape(64, 16)
+        scales = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == gather.input[2]),
+                                       str(tmp_path))
+        theirs, their_scales, _ = DefaultWeightOnlyQuantizer.quantize_ndarray(table, 1, 32, True)
+        assert np.array_equal(codes.reshape(-1) ^ 0x88, theirs) and np.array_equal(scales, their_scales)
+    elif with_group_norm:
         assert kept == ["the embedding's table f32 (its int4 form needs opset 21, where GroupNormalization would "
                         "change meaning)"] and "GatherBlockQuantized" not in ops and model.opset_import[0].version == 18
     else:
         assert kept == [] and "GatherBlockQuantized" in ops and model.opset_import[0].version == 21
+
+
+def _bytes(tensor, folder) -> bytes:
+    """An initializer's bytes, inside it or in ``folder``'s data file."""
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    where = {e.key: e.value for e in tensor.external_data}
+    with open(folder / where["location"], "rb") as handle:
+        handle.seek(int(where.get("offset", 0)))
+        return handle.read(int(where["length"]))
 
 
 def test_a_graph_below_opset_18_is_not_raised_and_a_function_s_imports_are():

@@ -8,9 +8,9 @@ A language model's decoding reads every weight once per token, so its time per t
 weights' bytes: 4-bit blocks of 32 with f32 scales are 5 bits a weight, against f32's 32. ``accuracy_level``
 4 (the default here, onnxruntime-genai's on the CPU) lets the kernel quantize the activations to int8 per
 block as it runs and multiply in int8 (VNNI/AMX), which is where the speed comes from on x86; 0 keeps f32
-arithmetic on the dequantized weights. onnx-int4 quantizes the embedding's table too (GatherBlockQuantized:
-the quantizer's Gather support is 4-bit only); onnx-int8w leaves it f32, which costs file size, not time
-(a Gather reads one row per token).
+arithmetic on the dequantized weights. onnx-int4 quantizes the embedding's table too (GatherBlockQuantized,
+4-bit only; a symmetric file's rows packed as a MatMul weight's are: onnx_tables.py); onnx-int8w leaves it f32,
+which costs file size, not time (a Gather reads one row per token).
 
 A head tied to the embedding is quantized too (weight_only.constant_weights: ORT's quantizer skips a
 MatMul whose weight is not a constant initializer), and export says so. No calibration: round-to-nearest
@@ -46,6 +46,7 @@ from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from ..graph_weights import add_constant, spill_file, weights_placed
+from .onnx_tables import TRANSPOSED, gathered, table_as_weight
 from .weight_only import (check_block_size, drop_initializer, ops_changed_by, prepared, quantized_matmuls, raise_opset,
                           saved)
 
@@ -121,7 +122,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
     with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``, their
     bytes in ``folder``'s data file as they are made (graph_weights.spill_file: a 7B model's are 4.4 GB), a weight past
-    PIECE_BYTES quantized in pieces (``_quantized``).
+    PIECE_BYTES quantized in pieces (``_quantized``). A symmetric 4-bit table is quantized as a MatMul's weight and
+    gathered from its packed bytes (onnx_tables.py).
     Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end. Returns
     what was left f32 and why, in words."""
     import onnx
@@ -130,7 +132,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
                                                                  DefaultWeightOnlyQuantizer)
 
     # the quantizer's Gather is 4-bit only, and its int4 table needs opset 21: not where that changes an op's meaning
-    changed = ops_changed_by(proto, 21)
+    packed_tables = bits == 4 and symmetric  # onnx_tables.py: uint8 bytes, no int4 type
+    changed = [] if packed_tables else ops_changed_by(proto, 21)
     ops = ("MatMul", "Gather") if bits == 4 and not changed else ("MatMul",)
     quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
         block_size=block, is_symmetric=symmetric, accuracy_level=level, quant_format=QuantFormat.QOperator,
@@ -140,8 +143,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     readers = Counter(i for n in graph.node for i in n.input)
     # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
     tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
-    taken, node_names = value_names(graph), {n.name for n in graph.node if n.name}
-    made_for: dict[tuple[str, str], dict[str, str]] = {}  # (weight, op) -> the quantizer's names -> the graph's
+    names = _Names(value_names(graph), {n.name for n in graph.node if n.name})
     nodes, gathers, kept = [], False, Counter()
     if bits == 4 and changed and any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in graph.node):
         kept[f"the embedding's table f32 (its int4 form needs opset 21, where {' and '.join(changed)} "
@@ -157,28 +159,16 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
             kept[why] += 1
             nodes.append(node)
             continue
-        made, new = _quantized(quantizer, node, initializers[weight], weight, folder)
-        if made is None:  # left as it is (a weight the quantizer does not take)
-            nodes.append(node)
-            continue
-        # The quantizer names what it makes after the weight and the node: a weight two nodes read (a table a
-        # Gather and a MatMul read, one weight two layers share) or a node without a name would give two
-        # tensors or two nodes one name. A weight read again by the same op reads what its first reader made.
-        key = (weight, node.op_type)
-        if key not in made_for:
-            made_for[key] = {t.name: name_not_in(t.name, taken) for t in new}
-            for tensor in new:
-                tensor.name = made_for[key][tensor.name]
-                taken.add(tensor.name)
-            graph.initializer.extend(new)
-        for made_node in made:
-            made_node.input[:] = [made_for[key].get(name, name) for name in made_node.input]
-            if not made_node.name or made_node.name in node_names:
-                made_node.name = name_not_in(made_node.name or f"{made_node.op_type}_{made_node.output[0]}",
-                                            node_names)
-            node_names.add(made_node.name)
-        nodes.extend(made)
-        gathers |= node.op_type == "Gather"
+        if node.op_type == "Gather" and packed_tables:
+            nodes.extend(_packed_gather(graph, node, initializers[weight], quantizer, block, folder, names))
+        else:
+            made, new = _quantized(quantizer, node, initializers[weight], weight, folder)
+            if made is None:  # left as it is (a weight the quantizer does not take)
+                nodes.append(node)
+                continue
+            names.join(graph, made, new, (weight, node.op_type))
+            nodes.extend(made)
+            gathers |= node.op_type == "Gather"
         readers[weight] -= 1
         if not readers[weight]:
             drop_initializer(graph, weight)
@@ -190,6 +180,53 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     if bits == 8 and any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in nodes):
         kept["the embedding's table f32 (a Gather reads one row per token)"] += 1
     return [f"{what} ({n} of them)" if n > 1 else what for what, n in kept.items()]
+
+
+class _Names:
+    """The graph's value and node names, and what the quantizer's tensors are named in it (``made_for``: (weight,
+    op) -> the quantizer's names -> the graph's): it names what it makes after the weight and the node, so a weight
+    two nodes read (a table a Gather and a MatMul read, one weight two layers share) or a node without a name would
+    give two tensors or two nodes one name. A weight read again by the same op reads what its first reader made."""
+
+    def __init__(self, taken: set[str], nodes: set[str]):
+        self.taken, self.nodes = taken, nodes
+        self.made_for: dict[tuple[str, str], dict[str, str]] = {}
+
+    def new(self, name: str) -> str:
+        name = name_not_in(name, self.taken)
+        self.taken.add(name)
+        return name
+
+    def join(self, graph, made: list, new: list, key: tuple[str, str]) -> None:
+        """The quantizer's ``made`` nodes and ``new`` tensors (of ``key``) named apart in ``graph``, the tensors
+        added to it at the weight's first reader."""
+        if key not in self.made_for:
+            self.made_for[key] = {t.name: self.new(t.name) for t in new}
+            for tensor in new:
+                tensor.name = self.made_for[key][tensor.name]
+            graph.initializer.extend(new)
+        for made_node in made:
+            made_node.input[:] = [self.made_for[key].get(name, name) for name in made_node.input]
+            if not made_node.name or made_node.name in self.nodes:
+                made_node.name = name_not_in(made_node.name or f"{made_node.op_type}_{made_node.output[0]}",
+                                            self.nodes)
+            self.nodes.add(made_node.name)
+
+
+def _packed_gather(graph, node, table, quantizer, block: int, folder: Path, names: _Names) -> list:
+    """``node``, a Gather of ``table``, as GatherBlockQuantized of the table's rows quantized as the weight of a
+    MatMul over its transpose (onnx_tables.py)."""
+    import onnx
+
+    name = names.new(table.name + TRANSPOSED)
+    product = onnx.helper.make_node("MatMul", ["ptx_rows", name], [names.new(f"{name}_product")], name=name)
+    made, new = _quantized(quantizer, product, table_as_weight(table, name, folder), name, folder)
+    names.join(graph, [], new, (name, "MatMul"))
+    ours = names.made_for[(name, "MatMul")]
+    data, scales = ours[made[0].input[1]], ours[made[0].input[2]]
+    packed = next(t for t in reversed(graph.initializer) if t.name == data)  # the graph's copy of it
+    packed.dims[:] = [packed.dims[0], packed.dims[1] * packed.dims[2]]  # the same bytes, a row each
+    return [gathered(node, data, scales, block, names.new(f"{node.name or table.name}_Q4"))]
 
 
 # The float32 bytes of the piece of a weight the quantizer is given at once. A weight past it is quantized in pieces
@@ -212,15 +249,18 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
     made = None
     for start in range(0, dims[axis], step):
         stop = min(dims[axis], start + step)
-        alone = onnx.GraphProto()  # the weight (or its piece), read, in a graph the quantizer extends
-        add_constant(alone, name, weight_of(tensor, folder) if stop - start == dims[axis] else
-                     weight_part(tensor, folder, axis, start, stop), None)
-        made = quantizer.quantize(node, [alone])
+        values = weight_of(tensor, folder) if stop - start == dims[axis] else weight_part(tensor, folder, axis, start,
+                                                                                         stop)
+        if node.op_type == "MatMul" and values.ndim == 2:
+            made, pieces = _matmul_nbits(quantizer, node, name, values)
+        else:
+            alone = onnx.GraphProto()  # the weight (or its piece) in a graph the quantizer extends
+            add_constant(alone, name, values, None)
+            made, pieces = quantizer.quantize(node, [alone]), [t for t in alone.initializer if t.name != name]
+        del values
         if made == [node]:
             return None, []
-        for piece in alone.initializer:
-            if piece.name == name:
-                continue
+        for piece in pieces:
             if piece.name not in joined:  # a model held in memory (no folder) joins its pieces in memory
                 joined[piece.name] = [onnx.TensorProto(), Path(folder) / f"piece.{len(joined)}.data" if folder
                                       else bytearray()]
@@ -235,7 +275,7 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
                 continue
             with open(data, "ab") as handle:
                 handle.write(raw)
-        del alone
+        del pieces
     for made_node in made:  # the last piece's nodes, sized for the whole
         for attribute in made_node.attribute:
             if attribute.name == "N":
@@ -248,6 +288,30 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
             spill_file(first, data, folder)
         new.append(first)
     return made, new
+
+
+def _matmul_nbits(quantizer, node, name: str, values: np.ndarray) -> tuple[list, list]:
+    """(the MatMulNBits onnxruntime's ``quantizer`` makes of ``node``, and its tensors) for weight ``name`` of
+    ``values`` [K, N]: DefaultWeightOnlyQuantizer.quantize_matmul's QOperator node, with its names and attributes, its
+    values from the quantizer's own kernel (qbits_block_quant). quantize_matmul takes the weight as an initializer
+    of a graph only: the float32 bytes copied into a protobuf and read back out took 2.1 s of the 0.5B config's
+    10 s of quantization (a 7B model has 15 times its weights). The 0.5B config's int4 file is byte-identical."""
+    import onnx
+    from onnx import numpy_helper
+
+    config = quantizer.config
+    packed, scales, zero_points = quantizer.qbits_block_quant(values)
+    tensors = [numpy_helper.from_array(packed, f"{name}_Q{config.bits}"),
+               numpy_helper.from_array(scales, f"{name}_scales")]
+    if not config.is_symmetric:
+        tensors.append(numpy_helper.from_array(zero_points, f"{name}_zero_points"))
+    attributes = dict(K=values.shape[0], N=values.shape[1], bits=config.bits, block_size=config.block_size)
+    if config.accuracy_level:  # left out at 0, as the quantizer does: most runtimes' MatMulNBits do not take it
+        attributes["accuracy_level"] = config.accuracy_level
+    made = onnx.helper.make_node("MatMulNBits", [node.input[0], *(t.name for t in tensors)], [node.output[0]],
+                                 name=f"{node.name}_Q{config.bits}" if node.name else "", domain="com.microsoft",
+                                 **attributes)
+    return [made], tensors
 
 
 FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits takes
