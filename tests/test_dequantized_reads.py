@@ -289,3 +289,26 @@ def test_a_convolution_s_per_channel_scales_are_made_1d_and_read_as_before(tmp_p
     elsewhere = _conv_graph([8, 1, 1], axis=1)  # the node's axis is 1, the scale's channels on 0: not that form
     assert per_channel_scales_made_1d(elsewhere) == 0
     assert [list(t.dims) for t in elsewhere.graph.initializer[1:]] == [[8, 1, 1], [8, 1, 1]]
+
+
+@pytest.mark.parametrize("bits,symmetric,level", [(4, True, 4), (4, False, 0), (8, True, 4), (8, False, 1)])
+def test_a_matmul_weight_quantized_from_its_array_is_what_the_quantizer_makes_of_its_initializer(bits, symmetric, level):
+    """onnx_weights._matmul_nbits (the quantizer's kernel given the weight as an array, its node made as the quantizer
+    makes it) against the quantizer's own quantize() of the same weight as an initializer: the same node (op,
+    inputs, attributes, name) and tensors, byte for byte, at K not a whole number of blocks too. A change in
+    onnxruntime's node fails here, not in a file."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer
+
+    from ptx.export.formats.onnx_weights import _matmul_nbits
+
+    quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
+        block_size=32, is_symmetric=symmetric, accuracy_level=level, quant_format=QuantFormat.QOperator,
+        op_types_to_quantize=("MatMul",), quant_axes=(("MatMul", 0),), bits=bits))
+    weight = np.random.default_rng(bits).standard_normal((80, 48)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")
+    graph = helper.make_graph([], "alone", [], [], [numpy_helper.from_array(weight, "w")])
+    theirs = quantizer.quantize(node, [graph])
+    ours, tensors = _matmul_nbits(quantizer, node, "w", weight)
+    assert [n.SerializeToString() for n in ours] == [n.SerializeToString() for n in theirs]
+    assert [t.SerializeToString() for t in tensors] == [t.SerializeToString() for t in graph.initializer[1:]]

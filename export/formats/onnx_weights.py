@@ -295,7 +295,8 @@ def _matmul_nbits(quantizer, node, name: str, values: np.ndarray) -> tuple[list,
     ``values`` [K, N]: DefaultWeightOnlyQuantizer.quantize_matmul's QOperator node, with its names and attributes, its
     values from the quantizer's own kernel (qbits_block_quant). quantize_matmul takes the weight as an initializer
     of a graph only: the float32 bytes copied into a protobuf and read back out took 2.1 s of the 0.5B config's
-    10 s of quantization (a 7B model has 15 times its weights). The 0.5B config's int4 file is byte-identical."""
+    10 s of quantization (a 7B model has 15 times its weights). tests/test_dequantized_reads.py holds the node and
+    tensors to quantize()'s, byte for byte."""
     import onnx
     from onnx import numpy_helper
 
