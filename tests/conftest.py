@@ -303,27 +303,29 @@ def embedding_export(tmp_path_factory) -> dict:
             "log": (root / "exported.log").read_text()}
 
 
-# The files that take longest, longest first (each file's seconds in a run of the suite on 2 cores, 2026-11-29:
-# every file of 10 s or more), then the rest. pytest-xdist hands out whole files (--dist loadfile)
+# The files that take longest, longest first (each file's seconds in a run of the suite on 2 cores, 2026-11-30:
+# every file of 5 s or more), then the rest. pytest-xdist hands out whole files (--dist loadfile)
 # and by default starts the files with the most tests first, which left long files of few tests for the end:
 # one worker ran them alone while the other had nothing left (a minute, 2026-11-27; test_serve_stop.py's 20 s,
-# 2026-11-28). A file missing from the list only starts later.
-LONGEST_FILES = ("test_streamed_export.py", "test_readme_generate.py", "test_weight_only.py", "test_hf_pt2.py",
-                 "test_agreement.py", "test_lm_families.py", "test_generate.py", "test_readme_own_model.py",
-                 "test_gpu_check.py", "test_readme.py", "test_hf_models.py", "test_detections.py",
-                 "test_export_module.py", "test_embeddings.py", "test_triage.py", "test_ort_attention.py",
-                 "test_encoder_decoder.py", "test_own_verify.py", "test_verify_url.py", "test_hostile.py",
-                 "test_tool_calls.py", "test_own_serve.py", "test_batch_scoring.py", "test_locate.py",
-                 "test_locate_reduced.py", "test_docs.py", "test_one_verdict.py", "test_augment.py",
-                 "test_triton.py", "test_openai_tools.py", "test_locate_verdicts.py", "test_max_drop.py",
-                 "test_trainer.py", "test_batch_semantics.py", "test_reduced_precision.py", "test_error_model.py",
-                 "test_pt2.py", "test_serve.py", "test_export_file.py", "test_serve_stop.py", "test_layers.py",
-                 "test_bench_generate.py", "test_example_inputs.py", "test_verify_bench.py",
-                 "test_openai_embeddings.py", "test_picture_chunks.py", "test_cache.py", "test_generation_faults.py",
-                 "test_serve_generate.py", "test_cuda_placement.py", "test_smaller_items.py", "test_int8_choice.py",
-                 "test_grammar.py", "test_shape_certificate.py", "test_precision_opened.py", "test_locate_cases.py",
-                 "test_infer.py", "test_data.py", "test_serve_page.py", "test_nested_outputs.py", "test_export.py",
-                 "test_openvino_attention.py", "test_batch_composition.py", "test_batch_audit.py")
+# 2026-11-28; test_repeated_layers.py's 42 s, third longest and not listed, 2026-11-30). A file missing from the
+# list only starts later.
+LONGEST_FILES = ("test_streamed_export.py", "test_weight_only.py", "test_repeated_layers.py", "test_hf_pt2.py",
+                 "test_readme_generate.py", "test_agreement.py", "test_lm_families.py", "test_hf_models.py",
+                 "test_generate.py", "test_one_verdict.py", "test_embeddings.py", "test_verify_url.py",
+                 "test_tool_calls.py", "test_gpu_check.py", "test_serve_stop.py", "test_locate.py",
+                 "test_own_verify.py", "test_export_module.py", "test_encoder_decoder.py", "test_triage.py",
+                 "test_hostile.py", "test_own_serve.py", "test_detections.py", "test_ort_attention.py",
+                 "test_batch_scoring.py", "test_docs.py", "test_augment.py", "test_error_model.py",
+                 "test_locate_reduced.py", "test_triton.py", "test_cache.py", "test_openai_tools.py",
+                 "test_bench_generate.py", "test_pt2.py", "test_batch_semantics.py", "test_trainer.py",
+                 "test_serve.py", "test_export_file.py", "test_readme.py", "test_locate_verdicts.py",
+                 "test_max_drop.py", "test_serve_page.py", "test_reduced_precision.py", "test_verify_bench.py",
+                 "test_readme_own_model.py", "test_shape_certificate.py", "test_int8_choice.py", "test_layers.py",
+                 "test_example_inputs.py", "test_smaller_items.py", "test_grammar.py", "test_serve_generate.py",
+                 "test_generation_faults.py", "test_cuda_placement.py", "test_locate_cases.py",
+                 "test_picture_chunks.py", "test_precision_opened.py", "test_openvino_attention.py", "test_data.py",
+                 "test_speculative.py", "test_export_overlap.py", "test_terminate.py", "test_export.py",
+                 "test_static_cache.py", "test_batch_composition.py")
 
 
 def pytest_configure(config):
