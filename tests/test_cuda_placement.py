@@ -80,20 +80,10 @@ def test_a_node_without_a_cuda_kernel_is_named_with_its_types():
 
 
 @pytest.fixture(scope="module")
-def decoder(tmp_path_factory):
-    """A Llama-shaped decoder exported with its cache (1 layer, 64 tokens): a dynamic past, and the
-    shape arithmetic that comes with it."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from ptx.export.module import export_module
-
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                                      bos_token_id=None, eos_token_id=None)
-    out = tmp_path_factory.mktemp("decoder")
-    export_module(transformers.LlamaForCausalLM(config).eval(), None, out, log=lambda _: None)
-    return out / "model.onnx"
+def decoder(tiny_decoders):
+    """A Llama-shaped decoder exported with its cache (tests/tiny_decoders.py's, exported once for the run's
+    workers): a dynamic past, and the shape arithmetic that comes with it."""
+    return tiny_decoders["llama"][0]
 
 
 def test_a_decoders_cpu_nodes_are_all_shape_arithmetic(decoder):
