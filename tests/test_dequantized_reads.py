@@ -312,3 +312,53 @@ def test_a_matmul_weight_quantized_from_its_array_is_what_the_quantizer_makes_of
     ours, tensors = _matmul_nbits(quantizer, node, "w", weight)
     assert [n.SerializeToString() for n in ours] == [n.SerializeToString() for n in theirs]
     assert [t.SerializeToString() for t in tensors] == [t.SerializeToString() for t in graph.initializer[1:]]
+
+
+def test_a_table_two_gathers_read_is_packed_once_in_pieces_and_gathers_its_rows_on_onnx_runtime(tmp_path, monkeypatch):
+    """A symmetric 4-bit table read by two Gathers: one packed copy both GatherBlockQuantized nodes read, made in
+    pieces of rows where the table is past PIECE_BYTES (here lowered to a few rows), joined; ONNX Runtime's rows are
+    the table's within half a step (no value of this table lies at the clipped end of its block's range by more)."""
+    import onnxruntime
+
+    from ptx.export.formats import onnx_weights
+
+    monkeypatch.setattr(onnx_weights, "PIECE_BYTES", 4 * 32 * 24)  # pieces of 24 rows: 96 rows in 4
+    rng = np.random.default_rng(1)
+    table = rng.uniform(-1, 1, (96, 32)).astype(np.float32)
+    table[:, 0] = 1.0  # each block's largest value positive and at its end: symmetric codes clip nothing else
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["a"], name="first"),
+             helper.make_node("Gather", ["table", "ids"], ["b"], name="second")]
+    graph = helper.make_graph(nodes, "two-gathers", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2, 32]) for o in "ab"],
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    assert onnx_weights.quantize_in_place(model, None, 4, 32, True, 4) == []
+    gathers = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(gathers) == 2 and gathers[0].input[0] == gathers[1].input[0] and gathers[0].name != gathers[1].name
+    packed = [t for t in model.graph.initializer if t.data_type == TensorProto.UINT8]
+    assert len(packed) == 1 and list(packed[0].dims) == [96, 16]
+    ids = np.array([0, 95], dtype=np.int64)
+    a, b = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})
+    assert np.array_equal(a, b) and np.abs(a - table[ids]).max() <= 1 / 7 / 2 + 1e-6  # scale 1/7: 1.0 is code 7
+
+
+def test_a_matmul_weight_of_leading_unit_dims_is_quantized_as_its_matrix_is():
+    """A [1, K, N] weight (the quantizer squeezes it, and adds a Reshape of its output with shape constants of no
+    dims): quantized whole, as its [K, N] matrix is, the same answers on ONNX Runtime (it stopped on an IndexError)."""
+    import onnxruntime
+
+    from ptx.export.formats.onnx_weights import quantize_in_place
+
+    weight = np.random.default_rng(0).standard_normal((1, 64, 40)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((1, 3, 64)).astype(np.float32)
+    answers = []
+    for w in (weight, weight[0]):
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+        assert quantize_in_place(model, None, 4, 32, True, 4) == []
+        assert "MatMulNBits" in [n.op_type for n in model.graph.node]
+        answers.append(onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0])
+    assert answers[0].shape == answers[1].shape == (1, 3, 40) and np.array_equal(*answers)

@@ -26,12 +26,13 @@ TRANSPOSED = ".transposed"  # the name of the table read as a MatMul weight, aft
 
 def table_as_weight(table, name: str, folder: Path | None):
     """A [hidden, rows] weight ``name`` that is ``table`` transposed, for the quantizer to quantize as a MatMul's:
-    a folder tensor by reference (nothing read), else its values written beside the graph's."""
+    a folder tensor by reference (nothing read), else its values inside the tensor (a model held in memory: written
+    to ``folder``'s data file they would stay there, read by nothing once quantized)."""
     if is_lazy(table):
         return lazy_transposed(table, name)
     import onnx
 
-    return add_constant(onnx.GraphProto(), name, weight_of(table, folder).T, folder)
+    return add_constant(onnx.GraphProto(), name, weight_of(table, folder).T, None)
 
 
 def gathered(node, data: str, scales: str, block: int, made_name: str):

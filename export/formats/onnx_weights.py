@@ -191,6 +191,7 @@ class _Names:
     def __init__(self, taken: set[str], nodes: set[str]):
         self.taken, self.nodes = taken, nodes
         self.made_for: dict[tuple[str, str], dict[str, str]] = {}
+        self.tables: dict[str, tuple[str, str]] = {}  # a table packed for GatherBlockQuantized: (its rows, scales)
 
     def new(self, name: str) -> str:
         name = name_not_in(name, self.taken)
@@ -215,18 +216,22 @@ class _Names:
 
 def _packed_gather(graph, node, table, quantizer, block: int, folder: Path, names: _Names) -> list:
     """``node``, a Gather of ``table``, as GatherBlockQuantized of the table's rows quantized as the weight of a
-    MatMul over its transpose (onnx_tables.py)."""
+    MatMul over its transpose (onnx_tables.py), once for every Gather that reads the table."""
     import onnx
 
-    name = names.new(table.name + TRANSPOSED)
-    product = onnx.helper.make_node("MatMul", ["ptx_rows", name], [names.new(f"{name}_product")], name=name)
-    made, new = _quantized(quantizer, product, table_as_weight(table, name, folder), name, folder)
-    names.join(graph, [], new, (name, "MatMul"))
-    ours = names.made_for[(name, "MatMul")]
-    data, scales = ours[made[0].input[1]], ours[made[0].input[2]]
-    packed = next(t for t in reversed(graph.initializer) if t.name == data)  # the graph's copy of it
-    packed.dims[:] = [packed.dims[0], packed.dims[1] * packed.dims[2]]  # the same bytes, a row each
-    return [gathered(node, data, scales, block, names.new(f"{node.name or table.name}_Q4"))]
+    if table.name not in names.tables:
+        name = names.new(table.name + TRANSPOSED)
+        product = onnx.helper.make_node("MatMul", ["ptx_rows", name], [names.new(f"{name}_product")], name=name)
+        made, new = _quantized(quantizer, product, table_as_weight(table, name, folder), name, folder)
+        names.join(graph, [], new, (name, "MatMul"))
+        ours = names.made_for[(name, "MatMul")]
+        data, scales = ours[made[0].input[1]], ours[made[0].input[2]]
+        packed = next(t for t in reversed(graph.initializer) if t.name == data)  # the graph's copy of it
+        packed.dims[:] = [packed.dims[0], packed.dims[1] * packed.dims[2]]  # the same bytes, a row each
+        names.tables[table.name] = data, scales
+    made_name = name_not_in(f"{node.name or table.name}_Q4", names.nodes)
+    names.nodes.add(made_name)
+    return [gathered(node, *names.tables[table.name], block, made_name)]
 
 
 # The float32 bytes of the piece of a weight the quantizer is given at once. A weight past it is quantized in pieces
@@ -244,7 +249,8 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
 
     axis = 1 if node.op_type == "MatMul" else 0  # the axis a MatMulNBits' N, a table's rows, lie along
     dims = list(tensor.dims)
-    step = max(1, PIECE_BYTES // (4 * dims[1 - axis]))
+    matrix = len(dims) == 2  # a weight of leading unit dims ([1, K, N]) is given whole: the quantizer squeezes it
+    step = max(1, PIECE_BYTES // (4 * dims[1 - axis])) if matrix else dims[axis]
     joined: dict[str, list] = {}  # each made tensor: (its first piece, its pieces' bytes in a file of its own)
     made = None
     for start in range(0, dims[axis], step):
@@ -261,6 +267,9 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
         if made == [node]:
             return None, []
         for piece in pieces:
+            if not piece.dims:  # a constant the quantizer made beside the weight (its output Reshape's shape)
+                joined.setdefault(piece.name, [piece, None])
+                continue
             if piece.name not in joined:  # a model held in memory (no folder) joins its pieces in memory
                 joined[piece.name] = [onnx.TensorProto(), Path(folder) / f"piece.{len(joined)}.data" if folder
                                       else bytearray()]
@@ -276,13 +285,15 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
             with open(data, "ab") as handle:
                 handle.write(raw)
         del pieces
-    for made_node in made:  # the last piece's nodes, sized for the whole
+    for made_node in made if matrix else ():  # the last piece's nodes, sized for the whole
         for attribute in made_node.attribute:
             if attribute.name == "N":
                 attribute.i = dims[axis]
     new = []
     for first, data in joined.values():
-        if isinstance(data, bytearray):
+        if data is None:
+            pass
+        elif isinstance(data, bytearray):
             first.raw_data = bytes(data)
         else:
             spill_file(first, data, folder)
@@ -301,7 +312,8 @@ def _matmul_nbits(quantizer, node, name: str, values: np.ndarray) -> tuple[list,
     from onnx import numpy_helper
 
     config = quantizer.config
-    packed, scales, zero_points = quantizer.qbits_block_quant(values)
+    # the kernel reads its input as C-ordered, whatever its strides say: a view laid otherwise would be quantized wrong
+    packed, scales, zero_points = quantizer.qbits_block_quant(np.ascontiguousarray(values))
     tensors = [numpy_helper.from_array(packed, f"{name}_Q{config.bits}"),
                numpy_helper.from_array(scales, f"{name}_scales")]
     if not config.is_symmetric:
