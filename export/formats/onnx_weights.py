@@ -223,12 +223,12 @@ def _packed_gather(graph, node, table, quantizer, block: int, folder: Path, name
         name = names.new(table.name + TRANSPOSED)
         product = onnx.helper.make_node("MatMul", ["ptx_rows", name], [names.new(f"{name}_product")], name=name)
         made, new = _quantized(quantizer, product, table_as_weight(table, name, folder), name, folder)
+        data, scales = made[0].input[1], made[0].input[2]  # the MatMulNBits' packed weight and scales
+        packed = next(t for t in new if t.name == data)
+        packed.dims[:] = [packed.dims[0], packed.dims[1] * packed.dims[2]]  # the same bytes, a row each
         names.join(graph, [], new, (name, "MatMul"))
         ours = names.made_for[(name, "MatMul")]
-        data, scales = ours[made[0].input[1]], ours[made[0].input[2]]
-        packed = next(t for t in reversed(graph.initializer) if t.name == data)  # the graph's copy of it
-        packed.dims[:] = [packed.dims[0], packed.dims[1] * packed.dims[2]]  # the same bytes, a row each
-        names.tables[table.name] = data, scales
+        names.tables[table.name] = ours[data], ours[scales]
     made_name = name_not_in(f"{node.name or table.name}_Q4", names.nodes)
     names.nodes.add(made_name)
     return [gathered(node, *names.tables[table.name], block, made_name)]
@@ -290,12 +290,10 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
             if attribute.name == "N":
                 attribute.i = dims[axis]
     new = []
-    for first, data in joined.values():
-        if data is None:
-            pass
-        elif isinstance(data, bytearray):
+    for first, data in joined.values():  # data None: a constant taken whole
+        if isinstance(data, bytearray):
             first.raw_data = bytes(data)
-        else:
+        elif data is not None:
             spill_file(first, data, folder)
         new.append(first)
     return made, new
